@@ -1,0 +1,99 @@
+"""What every workflow job does around its algorithm: logging, device, tracking, metrics.json + run.json.
+
+Scripts in scripts/ are glue: they build a `Job` from Snakemake's object (duck-typed, no Snakemake import
+here), call the library, and hand the record to `Job.finish`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from prunelab.io import save_json
+from prunelab.records import config_hash, empty_record, git_commit
+from prunelab.tracking import LiveRun, job_id, write_run_file
+
+log = logging.getLogger("prunelab")
+
+
+def setup_logging(log_file: str | Path | None) -> None:
+    """Send prunelab's log (and warnings) to the job's log file, or stderr."""
+    handlers = [logging.FileHandler(log_file, mode="w")] if log_file else [logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+
+
+def read_tracking_settings(path: str | Path | None) -> dict:
+    """Tracking settings written once by the workflow's onstart ({mode, uri, experiment}); deferred if absent."""
+    if path and Path(path).exists():
+        return json.loads(Path(path).read_text())
+    return {"mode": "deferred"}
+
+
+class Job:
+    """One workflow job: rule name, wildcards, the config subset it uses (params), output folder."""
+
+    def __init__(self, rule: str, wildcards: dict, params: dict, out_dir: str | Path, log_file=None,
+                 parent_wildcards: dict | None = None, parent_rule: str = "train_baseline", threads: int = 1):
+        setup_logging(log_file)
+        self.rule, self.wildcards, self.params = rule, dict(wildcards), dict(params)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.parent = job_id(parent_rule, parent_wildcards) if parent_wildcards else None
+        self.history: list[dict] = []
+        self.t0 = time.perf_counter()
+        torch.set_num_threads(max(1, int(threads)))
+        tracking = read_tracking_settings(params.get("tracking_file"))
+        self.live = None
+        if tracking.get("mode") == "live":
+            self.live = LiveRun(tracking["uri"], tracking["experiment"], self.out_dir, rule, self.wildcards,
+                                self.job_params(), self.parent)
+        log.info("job %s started; params hash %s", job_id(rule, self.wildcards), config_hash(self.job_params()))
+
+    @classmethod
+    def from_snakemake(cls, smk, out_key: str = "metrics", **kw) -> "Job":
+        """Build from the `snakemake` object a `script:` receives; the output named `out_key` fixes the folder."""
+        wildcards = {k: smk.wildcards[k] for k in smk.wildcards.keys()}
+        out_dir = Path(getattr(smk.output, out_key)).parent
+        log_file = smk.log[0] if len(smk.log) else None
+        return cls(smk.rule, wildcards, dict(smk.params.items()), out_dir, log_file, threads=smk.threads, **kw)
+
+    def job_params(self) -> dict:
+        """The resolved config this job used, without tracking settings (they do not change results)."""
+        return {k: v for k, v in self.params.items() if k not in ("tracking_file", "threads")}
+
+    def on_epoch(self, record: dict) -> None:
+        """Per-epoch callback for training loops: kept for run.json, sent to MLflow in live mode."""
+        self.history.append(record)
+        log.info("epoch %s: %s", record.get("epoch"), {k: round(v, 4) for k, v in record.items()
+                                                       if isinstance(v, float)})
+        if self.live is not None:
+            self.live.log_epoch(record)
+
+    def record(self, **fields) -> dict:
+        """A metrics.json record with the job's identity keys filled (experiment, seed, config hash, ...)."""
+        wc = self.wildcards
+        base = {"experiment": self.params.get("experiment"), "dataset": self.params.get("dataset"),
+                "arch": wc.get("arch"), "regime": wc.get("regime"),
+                "seed": int(wc["seed"]) if "seed" in wc else None, "method": wc.get("method"),
+                "granularity": wc.get("granularity"),
+                "ratio_requested": float(wc["ratio"]) if "ratio" in wc else None,
+                "git_commit": git_commit(), "config_hash": config_hash(self.job_params())}
+        base.update(fields)
+        return empty_record(**base)
+
+    def finish(self, record: dict, metrics_path: str | Path) -> None:
+        """Write metrics.json and run.json (atomically), then close the live run if any."""
+        if record.get("wall_s") is None:
+            record["wall_s"] = time.perf_counter() - self.t0
+        save_json(record, metrics_path)
+        write_run_file(self.out_dir, self.rule, self.wildcards, self.job_params(), self.parent, self.history)
+        if self.live is not None:
+            self.live.finish()
+        log.info("job finished: %s", {k: record[k] for k in ("stage", "top1_val", "top1_test") if k in record})

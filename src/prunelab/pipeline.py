@@ -1,0 +1,83 @@
+"""One function per workflow stage, from loaded inputs to (model, metrics fields).
+
+The Snakemake scripts only read files, call these and write files; a notebook can call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from prunelab.data import normalize
+from prunelab.metrics import evaluate
+from prunelab.models import build_model
+from prunelab.records import cost_fields, dense_summary
+from prunelab.train import seed_everything, train_model
+
+log = logging.getLogger("prunelab.pipeline")
+
+
+def architecture_for(spec: dict, data: dict) -> dict:
+    """Architecture dict for a config entry {name, options} adapted to the dataset's input and classes."""
+    return {"name": spec["name"], "options": dict(spec.get("options") or {}), "in_shape": list(data["in_shape"]),
+            "num_classes": int(data["num_classes"]), "shapes": None}
+
+
+def split_tensors(data: dict, split: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised float images (N×C×H×W) and labels of one split, on `device`."""
+    d = data[split]
+    x = normalize(d["x"].to(device), data["mean"].to(device), data["std"].to(device))
+    return x, d["y"].to(device)
+
+
+def test_fields(model: nn.Module, data: dict, device) -> dict:
+    """top1_test / top5_test / loss_test: the single read of the test split for this model."""
+    x, y = split_tensors(data, "test", device)
+    res = evaluate(model, x, y)
+    return {"top1_test": res["top1"], "top5_test": res["top5"], "loss_test": res["loss"]}
+
+
+def val_top1(model: nn.Module, data: dict, device) -> float:
+    x, y = split_tensors(data, "val", device)
+    return evaluate(model, x, y)["top1"]
+
+
+def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: torch.device,
+                   regularizer_cfg: dict | None = None, on_epoch=None):
+    """Train a dense model from scratch → (model, arch, result). regularizer_cfg (regime 'pat'):
+    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit)."""
+    arch = architecture_for(spec, data)
+    seed_everything(seed)
+    model = build_model(arch).to(device)
+    extra_loss, reg = None, None
+    if regularizer_cfg and regularizer_cfg.get("beta", 0) > 0:
+        from prunelab.regularizers import ContributionRegularizer
+
+        reg = ContributionRegularizer(model, regularizer_cfg["kind"])
+        beta = float(regularizer_cfg["beta"])
+        extra_loss = lambda: beta * reg.value()  # noqa: E731
+    result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
+    if reg is not None:
+        reg.remove()
+    return model, arch, result
+
+
+def model_fields(model: nn.Module, data: dict, dense: dict, device, latency_cfg: dict,
+                 dense_latency: dict | None = None) -> dict:
+    """Cost fields (size, MACs, latency) + test fields of a model, for metrics.json."""
+    fields = cost_fields(model, data["in_shape"], dense, device, dense_latency, latency_cfg)
+    fields.update(test_fields(model, data, device))
+    return fields
+
+
+def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dict) -> tuple[dict, dict]:
+    """Dense baseline's sizes and its latency timed in this job: (dense_summary, {'b1', 'b64'} ms)."""
+    from prunelab.metrics import measure_latency
+
+    reps, warm = latency_cfg.get("repeats", 20), latency_cfg.get("warmup", 5)
+    shape = data["in_shape"]
+    lat = {"b1": measure_latency(dense_model, shape, 1, device, warm, reps),
+           "b64": measure_latency(dense_model, shape, 64, device, warm, reps)}
+    return dense_summary(dense_model, shape), lat

@@ -1,0 +1,92 @@
+"""metrics.json: one flat record per model, the same keys for every stage (DESIGN §3)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunelab import metrics as M
+
+METRICS_KEYS = (
+    "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
+    "sparsity_achieved", "params_total", "params_nonzero", "compression",
+    "macs_dense", "macs_effective", "speedup_theoretical",
+    "latency_ms_b1", "latency_ms_b64", "latency_speedup", "device",
+    "top1_val", "top1_test", "top5_test", "loss_test",
+    "top1_test_before_finetune", "epochs", "wall_s", "git_commit", "config_hash",
+)
+STAGES = ("baseline", "pruned", "finetuned", "gradual", "scratch", "space")
+
+
+def config_hash(cfg) -> str:
+    """Short sha256 of a JSON-serialisable config (key order does not matter)."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@functools.cache
+def git_commit() -> str:
+    """HEAD of the repository holding this package, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def empty_record(**fields) -> dict:
+    """A record with every DESIGN §3 key set to None, then `fields` (extra keys allowed)."""
+    rec = dict.fromkeys(METRICS_KEYS)
+    rec.update(fields)
+    if rec["stage"] not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {rec['stage']!r}")
+    return rec
+
+
+def dense_summary(model: nn.Module, in_shape) -> dict:
+    """Reference sizes of a dense model: {'params', 'prunable_weights', 'macs'} (MACs for one input)."""
+    return {"params": M.count_params(model), "prunable_weights": _prunable_weights(model, nonzero=False),
+            "macs": M.count_macs(model, in_shape)}
+
+
+def cost_fields(model: nn.Module, in_shape, dense: dict, device: torch.device,
+                dense_latency: dict | None = None, latency_cfg: dict | None = None) -> dict:
+    """Size, MACs and latency of `model` (masked or physically pruned) against its dense baseline.
+
+    dense: `dense_summary` of the baseline. dense_latency: {'b1': ms, 'b64': ms} of the dense model timed in the
+    same job (None for the baseline itself, whose latency speedup is 1). sparsity_achieved = fraction of the
+    dense model's Conv/Linear weights that are zero or removed. Returns the cost keys of metrics.json.
+    """
+    latency_cfg = latency_cfg or {}
+    reps, warm = latency_cfg.get("repeats", 20), latency_cfg.get("warmup", 5)
+    nonzero = M.count_nonzero_params(model)
+    macs_eff = M.effective_macs(model, in_shape)
+    b1 = M.measure_latency(model, in_shape, 1, device, warm, reps)
+    b64 = M.measure_latency(model, in_shape, 64, device, warm, reps)
+    ref64 = dense_latency["b64"] if dense_latency else b64
+    return {
+        "sparsity_achieved": 1.0 - _prunable_weights(model, nonzero=True) / max(dense["prunable_weights"], 1),
+        "params_total": M.count_params(model),
+        "params_nonzero": nonzero,
+        "compression": dense["params"] / max(nonzero, 1),
+        "macs_dense": dense["macs"],
+        "macs_effective": macs_eff,
+        "speedup_theoretical": dense["macs"] / max(macs_eff, 1),
+        "latency_ms_b1": b1,
+        "latency_ms_b64": b64,
+        "latency_speedup": ref64 / b64 if b64 > 0 else None,
+        "device": str(device),
+    }
+
+
+def _prunable_weights(model: nn.Module, nonzero: bool) -> int:
+    """Number of Conv2d/Linear weights (only the nonzero ones when `nonzero`)."""
+    layers = [m.weight.detach() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(int(torch.count_nonzero(w)) if nonzero else w.numel() for w in layers)

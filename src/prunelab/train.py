@@ -1,0 +1,179 @@
+"""Training loop shared by baselines, fine-tuning, scratch and gradual runs.
+
+SGD with momentum and weight decay, a multistep or cosine schedule, batched on-device augmentation, validation
+every epoch (the validation split selects the epoch; the test split is never read here).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunelab.data import augment_batch, normalize
+from prunelab.metrics import evaluate
+
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule", "milestones",
+              "gamma", "augment", "select", "eval_batch_size"}
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """'auto' → CUDA when present, else CPU; 'cpu' / 'cuda' force one (error if CUDA is asked but absent)."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; deterministic kernels on CPU (and cuDNN where it can)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns: per-epoch history and the selected (best-val) epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_top1_val: float = float("nan")
+    wall_s: float = 0.0
+
+
+class SGD:
+    """SGD with momentum, L2 weight decay and optional Nesterov: the update of `torch.optim.SGD` (dampening 0).
+
+    Written out because every `torch.optim` optimiser imports torch._dynamo on first use (seconds per process,
+    paid by every short workflow job); tests check it against `torch.optim.SGD` step for step.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"lr": lr}]
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = self.param_groups[0]["lr"]
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            d = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad.clone()
+            if self.momentum:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = d.clone()
+                else:
+                    buf.mul_(self.momentum).add_(d)
+                d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
+            p.add_(d, alpha=-lr)
+
+
+def make_optimizer(model: nn.Module, cfg: dict) -> SGD:
+    """SGD over all trainable parameters (weight decay on all, as in the CIFAR ResNet recipes)."""
+    return SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+               weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("nesterov", False))
+
+
+def lr_at(epoch: int, cfg: dict) -> float:
+    """Learning rate for a 0-based epoch: 'cosine' to 0 over cfg['epochs'], 'multistep' ×gamma at each
+    milestone (milestones are epochs; values in (0, 1) are fractions of the run), or 'constant'."""
+    base, epochs = cfg["lr"], cfg["epochs"]
+    kind = cfg.get("schedule", "cosine")
+    if kind == "cosine":
+        return 0.5 * base * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+    if kind == "multistep":
+        marks = [m * epochs if 0 < m < 1 else m for m in cfg.get("milestones", [0.5, 0.75])]
+        return base * cfg.get("gamma", 0.1) ** sum(epoch >= m for m in marks)
+    if kind == "constant":
+        return base
+    raise ValueError(f"train.schedule: expected 'cosine', 'multistep' or 'constant', got {kind!r}")
+
+
+def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, seed: int,
+                after_step: Callable[[], None] | None = None,
+                extra_loss: Callable[[], torch.Tensor] | None = None,
+                before_epoch: Callable[[int, nn.Module], None] | None = None,
+                on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `model` in place on data['train'], validating on data['val'] every epoch.
+
+    data: a prepared dataset (uint8 images, see prunelab.data). cfg: epochs, batch_size, lr, momentum,
+    weight_decay, schedule, milestones, gamma, augment (bool), select ('best_val' | 'last').
+    after_step: called after each optimiser step (e.g. re-apply pruning masks). extra_loss: a scalar added to
+    the cross-entropy (e.g. a pruning-aware regulariser, already scaled). before_epoch(epoch, model): called
+    at the start of each epoch (gradual pruning). on_epoch(record): per-epoch record {epoch, lr, loss_train,
+    top1_train, top1_val, loss_val}. With select='best_val' the model ends with the best-validation weights.
+    """
+    seed_everything(seed)
+    model.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    mean, std = data["mean"].to(device), data["std"].to(device)
+    x_train = data["train"]["x"].to(device)
+    y_train = data["train"]["y"].to(device)
+    x_val = normalize(data["val"]["x"].to(device), mean, std)
+    y_val = data["val"]["y"].to(device)
+    aug = data.get("augment", {}) if cfg.get("augment", True) else {}
+    optimizer = make_optimizer(model, cfg)
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    result = TrainResult()
+    best_state, best_val = None, -1.0
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch, model)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch, cfg)
+        model.train()
+        order = torch.randperm(len(x_train), generator=gen).to(device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            xb = normalize(x_train[idx], mean, std)
+            if aug.get("crop_padding", 0) or aug.get("hflip", False):
+                xb = augment_batch(xb, aug.get("crop_padding", 0), aug.get("hflip", False), gen)
+            yb = y_train[idx]
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(idx)
+        val = evaluate(model, x_val, y_val, cfg.get("eval_batch_size", 1024))
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss_train": loss_sum / seen,
+                  "top1_train": 100.0 * correct / seen, "top1_val": val["top1"], "loss_val": val["loss"]}
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if val["top1"] > best_val:
+            best_val, result.best_epoch = val["top1"], epoch + 1
+            if cfg.get("select", "best_val") == "best_val":
+                best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None and cfg.get("select", "best_val") == "best_val":
+        model.load_state_dict(best_state)
+    result.best_top1_val = best_val
+    result.wall_s = time.perf_counter() - t0
+    return result

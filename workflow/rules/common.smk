@@ -1,0 +1,168 @@
+# Helpers, config validation and wildcard constraints shared by every rule file.
+import json
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def validate_config(cfg, schema):
+    """Validate against the schema (filling defaults); re-raise with the failing key named plainly."""
+    try:
+        validate(cfg, schema=schema, set_default=True)
+    except WorkflowError as exc:
+        import jsonschema
+        import yaml
+
+        with open(workflow.source_path(schema)) as fh:
+            raw = yaml.safe_load(fh)
+        errors = sorted(
+            jsonschema.Draft7Validator(raw).iter_errors(cfg), key=lambda e: list(e.path)
+        )
+        if not errors:
+            raise
+        lines = [
+            f"  config key '{'.'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
+            for e in errors
+        ]
+        raise WorkflowError("invalid config:\n" + "\n".join(lines)) from None
+
+
+validate_config(config, "../schemas/config.schema.yaml")
+
+EXP = config["experiment"]
+R = f"results/{EXP}"
+ARCHS = list(config["archs"])
+SEEDS = [int(s) for s in config["seeds"]]
+REGIMES = list(config["regimes"])
+METHODS = list(config["methods"])
+# Methods that score only output units (no unstructured score); prunelab.methods declares the same.
+STRUCTURED_ONLY = {"frs"}
+DATASET = config["dataset"]["name"]
+DATA_FILE = f"{R}/data/{DATASET}.pt"
+TRACKING_FILE = f"{R}/tracking.json"
+
+
+def fmt_ratio(r):
+    return f"{float(r):.2f}"
+
+
+def ratios(granularity):
+    return [fmt_ratio(r) for r in config["granularities"].get(granularity, [])]
+
+
+def methods_for(granularity):
+    return [m for m in METHODS if granularity == "structured" or m not in STRUCTURED_ONLY]
+
+
+wildcard_constraints:
+    arch="|".join(map(re.escape, ARCHS)),
+    regime="standard|pat",
+    seed=r"\d+",
+    method="|".join(map(re.escape, METHODS)),
+    granularity="unstructured|structured",
+    ratio=r"0\.\d\d",
+
+
+def baseline_dir(wc):
+    return f"{R}/baseline/{wc.arch}/{wc.regime}/seed{wc.seed}"
+
+
+def prune_combos():
+    """(arch, regime, seed, method, granularity, ratio) for every pruned model of the experiment."""
+    return [
+        (a, g, s, m, gr, r)
+        for a in ARCHS
+        for g in REGIMES
+        for s in SEEDS
+        for gr in ("unstructured", "structured")
+        for m in methods_for(gr)
+        for r in ratios(gr)
+    ]
+
+
+def stage_metrics(stage):
+    if stage == "baseline":
+        return [
+            f"{R}/baseline/{a}/{g}/seed{s}/metrics.json"
+            for a in ARCHS
+            for g in REGIMES
+            for s in SEEDS
+        ]
+    return [
+        f"{R}/{stage}/{a}/{g}/seed{s}/{m}/{gr}/r{r}/metrics.json"
+        for a, g, s, m, gr, r in prune_combos()
+    ]
+
+
+def score_files():
+    return [
+        f"{R}/scores/{a}/{g}/seed{s}/{m}.pt"
+        for a in ARCHS
+        for g in REGIMES
+        for s in SEEDS
+        for m in METHODS
+    ]
+
+
+def all_metrics():
+    return stage_metrics("baseline") + stage_metrics("pruned") + stage_metrics("finetuned")
+
+
+def all_targets():
+    targets = [f"{R}/report/tables/results.csv"]
+    if config["tracking"]["mode"] == "deferred":
+        targets.append(f"{R}/tracking/synced.json")
+    return targets
+
+
+def common_params(**extra):
+    """Params every job gets: experiment + dataset name, device, the tracking file (not its content)."""
+    return dict(
+        experiment=EXP,
+        dataset=DATASET,
+        device=config["device"],
+        tracking_file=TRACKING_FILE,
+        **extra,
+    )
+
+
+def arch_spec(wc):
+    return config["archs"][wc.arch]
+
+
+def train_config(wc):
+    return config["train"]
+
+
+def regularizer_config(wc):
+    return config["regularizer"] if wc.regime == "pat" else None
+
+
+def job_resources():
+    return dict(
+        gpu=config["resources"]["gpu"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    )
+
+
+def init_tracking_once():
+    """Main process only (onstart): write the tracking settings and create the MLflow database/experiment."""
+    import os
+
+    mode = config["tracking"]["mode"]
+    results_root = Path("results").resolve()
+    uri = (
+        os.environ.get("PRUNELAB_TRACKING_URI")
+        or config["tracking"]["uri"]
+        or f"sqlite:///{results_root / 'mlflow.db'}"
+    )
+    Path(R).mkdir(parents=True, exist_ok=True)
+    settings = {"mode": mode, "uri": uri, "experiment": EXP}
+    Path(TRACKING_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    if mode == "live":
+        from prunelab.tracking import init_tracking
+
+        init_tracking(uri, EXP, results_root / "mlartifacts")

@@ -1,0 +1,22 @@
+rule finetune:
+    input:
+        data=DATA_FILE,
+        dense=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
+        model=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/model.pt",
+        pruned_metrics=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/metrics.json",
+    output:
+        model=f"{R}/finetuned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/model.pt",
+        metrics=f"{R}/finetuned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/metrics.json",
+    params:
+        **common_params(),
+        finetune=config["finetune"],
+        latency=config["latency"],
+    threads: config["threads"]
+    resources:
+        **job_resources(),
+    log:
+        f"{R}/logs/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    script:
+        "../../scripts/finetune.py"

@@ -1,0 +1,19 @@
+rule prune:
+    input:
+        data=DATA_FILE,
+        model=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
+        scores=f"{R}/scores/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.pt",
+    output:
+        model=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/model.pt",
+        metrics=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/metrics.json",
+    params:
+        **common_params(),
+        prune=config["prune"],
+        latency=config["latency"],
+    threads: config["threads"]
+    log:
+        f"{R}/logs/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
+    benchmark:
+        f"{R}/benchmarks/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    script:
+        "../../scripts/prune.py"

@@ -1,0 +1,49 @@
+localrules:
+    report,
+    track,
+
+
+rule report:
+    input:
+        metrics=all_metrics(),
+        scores=score_files(),
+    output:
+        results=report(
+            f"{R}/report/tables/results.csv",
+            caption="../report/results.rst",
+            category="Tables",
+        ),
+        summary=report(
+            f"{R}/report/tables/summary.md",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+        tex=f"{R}/report/tables/summary.tex",
+        agreement=f"{R}/report/tables/methods_agreement.csv",
+        figures=report(
+            directory(f"{R}/report/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        experiment=EXP,
+        reference=config["reference"],
+    log:
+        f"{R}/logs/report.log",
+    script:
+        "../../scripts/report.py"
+
+
+rule track:
+    input:
+        metrics=all_metrics(),
+    output:
+        f"{R}/tracking/synced.json",
+    params:
+        tracking_file=TRACKING_FILE,
+        results=R,
+    log:
+        f"{R}/logs/track.log",
+    script:
+        "../../scripts/track.py"

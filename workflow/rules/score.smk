@@ -1,0 +1,12 @@
+rule score:
+    input:
+        model=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
+        stats=f"{R}/stats/{{arch}}/{{regime}}/seed{{seed}}/stats.pt",
+    output:
+        scores=f"{R}/scores/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.pt",
+    params:
+        method_config=lambda wc: config["methods"][wc.method] or {},
+    log:
+        f"{R}/logs/score/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.log",
+    script:
+        "../../scripts/score.py"

@@ -1,0 +1,19 @@
+rule collect_stats:
+    input:
+        data=DATA_FILE,
+        model=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
+    output:
+        stats=f"{R}/stats/{{arch}}/{{regime}}/seed{{seed}}/stats.pt",
+    params:
+        **common_params(),
+        stats=config["stats"],
+        methods=METHODS,
+    threads: config["threads"]
+    resources:
+        **job_resources(),
+    log:
+        f"{R}/logs/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.tsv"
+    script:
+        "../../scripts/collect_stats.py"
