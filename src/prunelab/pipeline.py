@@ -81,3 +81,24 @@ def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dic
     lat = {"b1": measure_latency(dense_model, shape, 1, device, warm, reps),
            "b64": measure_latency(dense_model, shape, 64, device, warm, reps)}
     return dense_summary(dense_model, shape), lat
+
+
+def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `samples` images of a seeded permutation of the TRAIN split (normalised), and their labels."""
+    x, y = split_tensors(data, "train", "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[: min(samples, len(x))]
+    return x[idx].to(device), y[idx].to(device)
+
+
+def collect_baseline_statistics(model: nn.Module, data: dict, methods: list[str], method_configs: dict,
+                                stats_cfg: dict, seed: int, device) -> dict:
+    """Statistics of a trained model on its calibration subset: the union of what `methods` declare."""
+    from prunelab.stats import collect_statistics, required_statistics
+
+    needs = required_statistics(methods, {m: method_configs.get(m) or {} for m in methods})
+    x, y = calibration_subset(data, stats_cfg["samples"], seed)
+    frs = method_configs.get("frs") or {}
+    log.info("collecting %s on %d calibration samples", sorted(needs), len(x))
+    return collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device,
+                              lrp_alpha=frs.get("alpha", 2.0), lrp_beta=frs.get("beta", 1.0))

@@ -7,6 +7,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
+def allowed_keys(error):
+    """For an unknown key: ' (expected one of: ...)' listing the keys the schema allows there."""
+    props = error.schema.get("properties") if error.validator == "additionalProperties" else None
+    return f" (expected one of: {', '.join(props)})" if props else ""
+
+
 def validate_config(cfg, schema):
     """Validate against the schema (filling defaults); re-raise with the failing key named plainly."""
     try:
@@ -18,12 +24,14 @@ def validate_config(cfg, schema):
         with open(workflow.source_path(schema)) as fh:
             raw = yaml.safe_load(fh)
         errors = sorted(
-            jsonschema.Draft7Validator(raw).iter_errors(cfg), key=lambda e: list(e.path)
+            jsonschema.Draft202012Validator(raw).iter_errors(cfg),
+            key=lambda e: list(map(str, e.path)),
         )
         if not errors:
             raise
         lines = [
             f"  config key '{'.'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
+            + allowed_keys(e)
             for e in errors
         ]
         raise WorkflowError("invalid config:\n" + "\n".join(lines)) from None
@@ -126,6 +134,19 @@ def common_params(**extra):
         tracking_file=TRACKING_FILE,
         **extra,
     )
+
+
+def stat_configs():
+    """Method options that change the statistics (contribution's kappa, frs's alpha/beta): only those."""
+    return {m: config["methods"][m] or {} for m in ("contribution", "frs") if m in METHODS}
+
+
+def iterative_settings(wc):
+    """What an iterative prune job also needs (statistics and fine-tuning settings); None for one-shot, so
+    one-shot prune jobs do not rerun when fine-tuning settings change."""
+    if config["prune"]["schedule"] != "iterative":
+        return None
+    return {"finetune": config["finetune"], "stats": config["stats"]}
 
 
 def arch_spec(wc):

@@ -10,6 +10,7 @@ rule finetune:
     params:
         **common_params(),
         finetune=config["finetune"],
+        prune=config["prune"],
         latency=config["latency"],
     threads: config["threads"]
     resources:

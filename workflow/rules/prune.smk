@@ -9,6 +9,8 @@ rule prune:
     params:
         **common_params(),
         prune=config["prune"],
+        method_config=lambda wc: config["methods"][wc.method] or {},
+        iterative=iterative_settings,
         latency=config["latency"],
     threads: config["threads"]
     log:

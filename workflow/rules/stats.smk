@@ -8,6 +8,7 @@ rule collect_stats:
         **common_params(),
         stats=config["stats"],
         methods=METHODS,
+        stat_configs=stat_configs(),
     threads: config["threads"]
     resources:
         **job_resources(),

@@ -1,0 +1,130 @@
+"""Pruning-stage functions: prune a trained model at a ratio (one-shot or iterative) and fine-tune it.
+
+Fine-tuning budget: every method of an experiment gets the same `finetune` config. With the iterative schedule
+(unstructured, Han et al. 2015) the k rounds share that budget: rounds 1..k-1 each fine-tune epochs // k inside
+the prune job (after re-scoring the current model with the same method), the finetune rule spends the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+
+from prunelab.pipeline import calibration_subset, split_tensors
+from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_scores)
+from prunelab.train import train_model
+
+log = logging.getLogger("prunelab.stages")
+GRANULARITIES = ("unstructured", "structured")
+
+
+def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio: float, prune_cfg: dict) -> None:
+    """Fail before any work: ratio in (0, 1), known granularity, scores for this architecture and granularity,
+    a schedule the granularity supports."""
+    validate_ratio(ratio)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    layers = validate_scores(model, scores)
+    if any(v.get(granularity) is None for v in layers.values()):
+        raise ValueError(f"method '{scores.get('method')}' gives no {granularity} scores; "
+                         f"it cannot prune at that granularity")
+    if prune_cfg.get("schedule", "oneshot") == "iterative" and granularity == "structured":
+        raise ValueError("prune.schedule 'iterative' prunes unstructured weights (Han et al. 2015); structured "
+                         "pruning is one-shot here (set prune.schedule: oneshot or use granularity unstructured)")
+
+
+def finetune_split(finetune_cfg: dict, prune_cfg: dict) -> tuple[int, int]:
+    """(epochs per intermediate round inside the prune job, epochs left for the finetune rule)."""
+    total = int(finetune_cfg["epochs"])
+    if prune_cfg.get("schedule", "oneshot") != "iterative":
+        return 0, total
+    steps = int(prune_cfg.get("iterative_steps", 3))
+    per_round = total // steps
+    return per_round, total - per_round * (steps - 1)
+
+
+def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ratio: float, data: dict,
+                prune_cfg: dict, device, seed: int, rescore=None, finetune_cfg: dict | None = None,
+                on_epoch=None):
+    """Prune a copy of `dense` → (model, arch, masks | None, info).
+
+    unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
+    equivalence check against the masked dense model (new arch returned). Iterative (unstructured only):
+    `rescore(model) -> scores` re-scores the current model each round, with `finetune_cfg` epochs // k between
+    rounds.
+    """
+    check_prune_request(dense, scores, granularity, ratio, prune_cfg)
+    model = copy.deepcopy(dense).to(device)
+    scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
+    if granularity == "structured":
+        from prunelab.structured import prune_structured
+
+        x, _ = calibration_subset(data, 64, seed, device)
+        pruned, new_arch, info = prune_structured(model, arch, scores, ratio, x, scope=scope,
+                                                  min_keep=prune_cfg.get("min_keep_units", 1), ignore=ignore)
+        return pruned, new_arch, None, info
+    min_keep = prune_cfg.get("min_keep_fraction", 0.01)
+    per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
+    targets = [ratio]
+    if prune_cfg.get("schedule", "oneshot") == "iterative":
+        targets = iterative_ratios(ratio, int(prune_cfg.get("iterative_steps", 3)))
+    masks = None
+    for k, target in enumerate(targets):
+        if k > 0 and rescore is not None:
+            scores = rescore(model)
+        model, masks, info = prune_unstructured(model, scores, target, scope=scope, min_keep=min_keep,
+                                                ignore=ignore, prior=masks)
+        log.info("round %d/%d: sparsity %.4f (target %.4f)", k + 1, len(targets), info["sparsity_achieved"], target)
+        if k < len(targets) - 1 and per_round > 0:
+            keeper = MaskKeeper(model, masks)
+            train_model(model, data, {**finetune_cfg, "epochs": per_round}, device, seed + 1000 * (k + 1),
+                        after_step=keeper.apply, on_epoch=on_epoch)
+            keeper.remove()
+    info["rounds"] = len(targets)
+    return model, arch, masks, info
+
+
+def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: dict, epochs: int, device,
+                   seed: int, on_epoch=None):
+    """Fine-tune in place for `epochs` (masks kept at zero) → TrainResult, or None when epochs == 0."""
+    if epochs <= 0:
+        return None
+    keeper = MaskKeeper(model, masks) if masks else None
+    result = train_model(model, data, {**finetune_cfg, "epochs": epochs}, device, seed,
+                         after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
+    if keeper is not None:
+        keeper.remove()
+        keeper.apply()
+    return result
+
+
+def masks_hold(model: nn.Module, masks: dict | None) -> bool:
+    """True when every masked weight of `model` is exactly zero."""
+    if not masks:
+        return True
+    modules = dict(model.named_modules())
+    return all(bool((modules[n].weight.detach()[~m.to(torch.bool)] == 0).all()) for n, m in masks.items())
+
+
+def rescorer(method: str, method_cfg: dict, data: dict, stats_cfg: dict, seed: int, device):
+    """A function model -> scores that re-collects the statistics `method` needs on the current model."""
+    from prunelab.methods import score_model
+    from prunelab.pipeline import collect_baseline_statistics
+
+    def rescore(model: nn.Module) -> dict:
+        stats = collect_baseline_statistics(model, data, [method], {method: method_cfg}, stats_cfg, seed, device)
+        return score_model(model, stats, method, method_cfg)
+
+    return rescore
+
+
+def val_and_test(model: nn.Module, data: dict, device) -> dict:
+    """top1_val and the test fields of a model (its single test read)."""
+    from prunelab.metrics import evaluate
+    from prunelab.pipeline import test_fields
+
+    x, y = split_tensors(data, "val", device)
+    return {"top1_val": evaluate(model, x, y)["top1"], **test_fields(model, data, device)}
