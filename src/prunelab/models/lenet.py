@@ -1,0 +1,31 @@
+""""lenet5": Caffe LeNet-5 (20-50-500), flatten size computed from the input."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from . import register_model
+from .layers import conv_out, init_weights
+
+
+@register_model("lenet5")
+def lenet5(in_shape, num_classes):
+    """conv5x5 20 -> ReLU -> maxpool2 -> conv5x5 50 -> ReLU -> maxpool2 -> Flatten -> fc 500 -> ReLU -> fc.
+
+    Caffe's LeNet-5 sizes; 431,080 params on 1x28x28 with 10 classes. Needs inputs of at least 16x16.
+    """
+    c, h, w = in_shape
+    sizes = []
+    for s in (h, w):
+        for k in (5, 2, 5, 2):  # conv, pool, conv, pool
+            s = conv_out(s, k, stride=k if k == 2 else 1)
+            if s < 1:
+                raise ValueError(f"lenet5 needs inputs of at least 16x16, got in_shape {list(in_shape)}")
+        sizes.append(s)
+    layers = [("conv1", nn.Conv2d(c, 20, 5)), ("relu1", nn.ReLU(inplace=False)), ("pool1", nn.MaxPool2d(2)),
+              ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU(inplace=False)), ("pool2", nn.MaxPool2d(2)),
+              ("flatten", nn.Flatten()), ("fc1", nn.Linear(50 * sizes[0] * sizes[1], 500)),
+              ("relu3", nn.ReLU(inplace=False)), ("fc2", nn.Linear(500, num_classes))]
+    return init_weights(nn.Sequential(OrderedDict(layers)))
