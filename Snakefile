@@ -4,7 +4,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default experiment, unless --configfile names another (which then replaces it rather than merging into it).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -25,6 +28,6 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

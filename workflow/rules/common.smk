@@ -9,7 +9,11 @@ from snakemake.utils import validate
 
 def allowed_keys(error):
     """For an unknown key: ' (expected one of: ...)' listing the keys the schema allows there."""
-    props = error.schema.get("properties") if error.validator == "additionalProperties" else None
+    props = (
+        error.schema.get("properties")
+        if error.validator == "additionalProperties"
+        else None
+    )
     return f" (expected one of: {', '.join(props)})" if props else ""
 
 
@@ -61,7 +65,9 @@ def ratios(granularity):
 
 
 def methods_for(granularity):
-    return [m for m in METHODS if granularity == "structured" or m not in STRUCTURED_ONLY]
+    return [
+        m for m in METHODS if granularity == "structured" or m not in STRUCTURED_ONLY
+    ]
 
 
 wildcard_constraints:
@@ -115,7 +121,9 @@ def score_files():
 
 
 def all_metrics():
-    return stage_metrics("baseline") + stage_metrics("pruned") + stage_metrics("finetuned")
+    return (
+        stage_metrics("baseline") + stage_metrics("pruned") + stage_metrics("finetuned")
+    )
 
 
 def all_targets():
@@ -138,7 +146,9 @@ def common_params(**extra):
 
 def stat_configs():
     """Method options that change the statistics (contribution's kappa, frs's alpha/beta): only those."""
-    return {m: config["methods"][m] or {} for m in ("contribution", "frs") if m in METHODS}
+    return {
+        m: config["methods"][m] or {} for m in ("contribution", "frs") if m in METHODS
+    }
 
 
 def iterative_settings(wc):

@@ -7,17 +7,17 @@ rule finetune:
     output:
         model=f"{R}/finetuned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/model.pt",
         metrics=f"{R}/finetuned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/metrics.json",
+    log:
+        f"{R}/logs/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    threads: config["threads"]
+    resources:
+        **job_resources(),
     params:
         **common_params(),
         finetune=config["finetune"],
         prune=config["prune"],
         latency=config["latency"],
-    threads: config["threads"]
-    resources:
-        **job_resources(),
-    log:
-        f"{R}/logs/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
-    benchmark:
-        f"{R}/benchmarks/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
     script:
         "../../scripts/finetune.py"

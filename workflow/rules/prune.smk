@@ -6,16 +6,16 @@ rule prune:
     output:
         model=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/model.pt",
         metrics=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}/metrics.json",
+    log:
+        f"{R}/logs/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
+    benchmark:
+        f"{R}/benchmarks/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    threads: config["threads"]
     params:
         **common_params(),
         prune=config["prune"],
         method_config=lambda wc: config["methods"][wc.method] or {},
         iterative=iterative_settings,
         latency=config["latency"],
-    threads: config["threads"]
-    log:
-        f"{R}/logs/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
-    benchmark:
-        f"{R}/benchmarks/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
     script:
         "../../scripts/prune.py"

@@ -26,11 +26,11 @@ rule report:
             caption="../report/figures.rst",
             category="Figures",
         ),
+    log:
+        f"{R}/logs/report.log",
     params:
         experiment=EXP,
         reference=config["reference"],
-    log:
-        f"{R}/logs/report.log",
     script:
         "../../scripts/report.py"
 
@@ -40,10 +40,10 @@ rule track:
         metrics=all_metrics(),
     output:
         f"{R}/tracking/synced.json",
+    log:
+        f"{R}/logs/track.log",
     params:
         tracking_file=TRACKING_FILE,
         results=R,
-    log:
-        f"{R}/logs/track.log",
     script:
         "../../scripts/track.py"

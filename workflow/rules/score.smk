@@ -4,9 +4,9 @@ rule score:
         stats=f"{R}/stats/{{arch}}/{{regime}}/seed{{seed}}/stats.pt",
     output:
         scores=f"{R}/scores/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.pt",
-    params:
-        method_config=lambda wc: config["methods"][wc.method] or {},
     log:
         f"{R}/logs/score/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.log",
+    params:
+        method_config=lambda wc: config["methods"][wc.method] or {},
     script:
         "../../scripts/score.py"

@@ -4,17 +4,17 @@ rule collect_stats:
         model=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
     output:
         stats=f"{R}/stats/{{arch}}/{{regime}}/seed{{seed}}/stats.pt",
+    log:
+        f"{R}/logs/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        **job_resources(),
     params:
         **common_params(),
         stats=config["stats"],
         methods=METHODS,
         stat_configs=stat_configs(),
-    threads: config["threads"]
-    resources:
-        **job_resources(),
-    log:
-        f"{R}/logs/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.tsv"
     script:
         "../../scripts/collect_stats.py"

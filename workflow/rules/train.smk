@@ -4,18 +4,18 @@ rule train_baseline:
     output:
         model=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
         metrics=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/metrics.json",
+    log:
+        f"{R}/logs/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        **job_resources(),
     params:
         **common_params(),
         arch=arch_spec,
         train=train_config,
         regularizer=regularizer_config,
         latency=config["latency"],
-    threads: config["threads"]
-    resources:
-        **job_resources(),
-    log:
-        f"{R}/logs/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.tsv"
     script:
         "../../scripts/train_baseline.py"

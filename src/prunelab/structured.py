@@ -1,0 +1,198 @@
+"""Physical structured pruning with torch-pruning, checked against the masked dense model.
+
+`prune_structured` selects output units (`prunelab.prune.select_structured`), removes them physically with
+torch-pruning's DependencyGraph (which also shrinks the BN after each layer, the inputs of the layers that
+read it, residual adds and flatten -> linear), records the new sizes as data (`architecture`), and only
+returns once the pruned network reproduces the logits of the masked dense model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from prunelab.models import architecture, prunable_layers
+from prunelab.prune import _out_pruning_fn, _select_structured
+
+
+def following_bn(model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, str]:
+    """{Conv/Linear name: name of the BatchNorm that normalises its output}, for layers that have one.
+
+    With `example_input`, found by a forward pass (the BN whose input IS the layer's output tensor);
+    without, by registration order (the next Conv/Linear/BN module, if a BN of matching size), which holds
+    for every prunelab zoo model.
+    """
+    bn_types = (nn.BatchNorm1d, nn.BatchNorm2d)
+    layers = dict(prunable_layers(model))
+    if example_input is None:
+        seq = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear) + bn_types)]
+        out = {}
+        for (n, m), (n2, m2) in zip(seq, seq[1:]):
+            if n in layers and isinstance(m2, bn_types) and m2.num_features == m.weight.shape[0]:
+                out[n] = n2
+        return out
+    produced, out, handles = {}, {}, []
+    for n, m in model.named_modules():
+        if n in layers:
+            handles.append(m.register_forward_hook(lambda mod, i, o, n=n: produced.__setitem__(id(o), (n, o))))
+        elif isinstance(m, bn_types):
+            def hook(mod, inputs, o, n=n):
+                hit = produced.get(id(inputs[0]))
+                if hit is not None and hit[1] is inputs[0]:
+                    out[hit[0]] = n
+            handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return out
+
+
+@torch.no_grad()
+def masked_dense_model(model: nn.Module, remove: dict[str, torch.Tensor],
+                       example_input: torch.Tensor | None = None) -> nn.Module:
+    """Reference for structured pruning: a deep copy where each removed unit's weights and bias, and the
+    weight and bias of the BN that follows it, are zero, so the unit outputs exactly 0 (eval mode) and,
+    after a ReLU-type activation, contributes nothing downstream. BNs are found by `following_bn`.
+    """
+    ref = copy.deepcopy(model)
+    modules = dict(ref.named_modules())
+    bns = following_bn(ref, example_input)
+    for name, idx in remove.items():
+        if name not in modules or not isinstance(modules[name], (nn.Conv2d, nn.Linear)):
+            raise ValueError(f"remove names {name!r}, which is not a Conv2d/Linear layer of the model")
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if len(idx) == 0:
+            continue
+        m = modules[name]
+        if int(idx.max()) >= m.weight.shape[0] or int(idx.min()) < 0:
+            raise ValueError(f"remove[{name!r}] has indices outside 0..{m.weight.shape[0] - 1}")
+        m.weight[idx] = 0
+        if m.bias is not None:
+            m.bias[idx] = 0
+        if name in bns:
+            bn = modules[bns[name]]
+            bn.weight[idx] = 0
+            bn.bias[idx] = 0
+    return ref
+
+
+class EquivalenceError(AssertionError):
+    """The physically pruned model does not reproduce the masked dense model's logits."""
+
+
+@torch.no_grad()
+def logits_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(max |a(x) - b(x)|, max |b(x)|) in eval mode; both models' training flags are restored."""
+    flags = (a.training, b.training)
+    a.eval(), b.eval()
+    try:
+        ya, yb = a(x), b(x)
+    finally:
+        a.train(flags[0]), b.train(flags[1])
+    if ya.shape != yb.shape:
+        raise EquivalenceError(f"logit shapes differ: {tuple(ya.shape)} vs {tuple(yb.shape)}")
+    return float((ya - yb).abs().max()), float(yb.abs().max())
+
+
+def check_equivalence(pruned: nn.Module, reference: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> float:
+    """Max logit difference; raises EquivalenceError if it exceeds tol × max(1, max |reference logit|)."""
+    diff, scale = logits_difference(pruned, reference, x)
+    if not diff <= tol * max(1.0, scale):
+        raise EquivalenceError(f"physically pruned model differs from the masked dense model: max |Δlogit| = "
+                               f"{diff:.3g} (tolerance {tol:g} × max(1, {scale:.3g}))")
+    return diff
+
+
+def remove_units(model: nn.Module, remove: dict[str, torch.Tensor], groups: list[dict],
+                 example_input: torch.Tensor) -> nn.Module:
+    """Physically remove, IN PLACE, the output units `remove[layer]` of each group's members.
+
+    One torch-pruning group per coupled group (rooted at its first member); the group's other members
+    must be exactly the coupled layers torch-pruning finds, else ValueError.
+    """
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()  # the tracing forward pass must not update BN running statistics
+    try:
+        with torch.enable_grad():  # torch-pruning traces autograd
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
+        modules = dict(prunable_layers(model))
+        names = {m: n for n, m in modules.items()}
+        for g in groups:
+            root = g["members"][0]
+            idx = remove.get(root)
+            if idx is None or len(idx) == 0:
+                continue
+            for n in g["members"][1:]:
+                if not torch.equal(remove[n], idx):
+                    raise ValueError(f"coupled layers {root!r} and {n!r} must lose the same units")
+            m = modules[root]
+            group = dg.get_pruning_group(m, _out_pruning_fn(m), sorted(int(i) for i in idx))
+            found = {names[d.target.module] for d, _ in group
+                     if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names}
+            if found != set(g["members"]):
+                raise ValueError(f"torch-pruning couples {sorted(found)} but the selection grouped "
+                                 f"{g['members']}")
+            group.prune()
+    finally:
+        model.train(was_training)
+    return model
+
+
+def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, example_input: torch.Tensor,
+                     scope: str = "global", min_keep: int = 1, ignore=(), normalize: str | None = "l2",
+                     residual: str = "inner", tol: float = 1e-4):
+    """Physically prune a COPY of `model` (the input is untouched). Returns (pruned, new_arch, info).
+
+    Selection as `prunelab.prune.select_structured` (same arguments); example_input: one input batch
+    (N, C, H, W) used for tracing and for the equivalence check. new_arch = architecture(pruned, arch):
+    build_model(new_arch) + load_state_dict(pruned.state_dict(), strict=True) rebuilds it.
+    info: ratio_requested, ratio_achieved (removed / prunable units), n_prunable, n_removed,
+    layer_kept {layer: kept fraction of its output units, every Conv/Linear}, removed {layer: [indices]},
+    groups [[coupled layer names]], max_logit_diff, scope, min_keep, normalize, residual.
+    Raises EquivalenceError if the pruned logits differ from the masked dense model's (eval mode).
+    """
+    if not isinstance(example_input, torch.Tensor):
+        raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
+    remove, groups, stats = _select_structured(model, scores, ratio, scope, min_keep, ignore, normalize,
+                                               residual, example_input)
+    reference = masked_dense_model(model, remove, example_input)
+    before = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
+    pruned = remove_units(copy.deepcopy(model), remove, groups, example_input)
+    diff = check_equivalence(pruned, reference, example_input, tol)
+    new_arch = architecture(pruned, arch)
+    after = {n: m.weight.shape[0] for n, m in prunable_layers(pruned)}
+    info = {"granularity": "structured", "ratio_requested": float(ratio), **stats,
+            "layer_kept": {n: after[n] / before[n] for n in before},
+            "removed": {n: [int(i) for i in idx] for n, idx in remove.items()},
+            "groups": [g["members"] for g in groups], "max_logit_diff": diff,
+            "scope": scope, "min_keep": min_keep, "normalize": normalize, "residual": residual}
+    return pruned, new_arch, info
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Inference copy with each BatchNorm2d folded into the Conv2d whose output it normalises (eval mode).
+
+    The BN becomes nn.Identity and the conv gets the scaled weight and a bias. Used for fair latency
+    measurements of dense and pruned models alike.
+    """
+    out = copy.deepcopy(model).eval()
+    modules = dict(out.named_modules())
+    for conv_name, bn_name in following_bn(out).items():
+        conv, bn = modules[conv_name], modules[bn_name]
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+        out.set_submodule(conv_name, fused)
+        out.set_submodule(bn_name, nn.Identity())
+    return out
