@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONHASHSEED := 0
+# PYTHONDONTWRITEBYTECODE may be set by the machine: the venv is byte-compiled once at install (--compile-bytecode)
+# so that each of the workflow's many short jobs does not recompile torch from source (about 2 s a process).
+unexport PYTHONDONTWRITEBYTECODE
 CONFIG ?= config/config.yaml
 CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG)
@@ -17,7 +20,7 @@ venv: $(VENV)/.synced
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	uv sync --locked --python $(PYTHON)
+	uv sync --locked --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 run: venv

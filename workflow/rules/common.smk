@@ -41,7 +41,19 @@ def validate_config(cfg, schema):
         raise WorkflowError("invalid config:\n" + "\n".join(lines)) from None
 
 
+def canonical(obj):
+    """Sorted-key copy: params then compare equal whatever the key order of the config file."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 validate_config(config, "../schemas/config.schema.yaml")
+_canonical_config = canonical(config)
+config.clear()
+config.update(_canonical_config)
 
 EXP = config["experiment"]
 R = f"results/{EXP}"
@@ -194,6 +206,13 @@ def init_tracking_once():
     settings = {"mode": mode, "uri": uri, "experiment": EXP}
     Path(TRACKING_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     if mode == "live":
+        from snakemake.logging import logger
         from prunelab.tracking import init_tracking
 
-        init_tracking(uri, EXP, results_root / "mlartifacts")
+        try:
+            init_tracking(uri, EXP, results_root / "mlartifacts")
+        except Exception as exc:  # a tracking outage never stops the results
+            logger.warning(
+                f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}: {exc}); "
+                "jobs keep their results in files and mark them for `make mlflow-sync`"
+            )

@@ -1,0 +1,155 @@
+"""Scoring methods, registered by name (like torch-pruning's importance classes).
+
+A method is one function `fn(model, stats, cfg) -> {layer_name: {"unstructured": Tensor(weight shape) | None,
+"structured": Tensor(out_units) | None}}` for every prunable layer (Conv2d / Linear). Higher score = more
+important = kept longer. Register it with
+
+    @register_method("name", needs={"activations"}, granularities=("unstructured", "structured"),
+                     defaults={"lambda": 0.5}, needs_for=lambda cfg: {...})
+
+`needs`: statistic names (prunelab.stats.STAT_NAMES) the method reads; `needs_for(cfg)` optionally narrows
+them for a resolved config; `defaults`: the config keys with default values (None: keys are not checked).
+`score_model` validates statistics, config and output, and builds the score-file dict.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from prunelab.stats import STAT_NAMES, prunable_layers
+
+GRANULARITIES = ("unstructured", "structured")
+SCORABLE = (nn.Linear, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: scoring function, declared statistics, granularities, config defaults."""
+
+    name: str
+    fn: Callable[[nn.Module, dict, dict], dict]
+    needs: frozenset[str]
+    granularities: tuple[str, ...]
+    defaults: dict | None = None
+    needs_for: Callable[[dict], set[str]] | None = field(default=None, compare=False)
+
+    def resolve_config(self, cfg: dict | None) -> dict:
+        """cfg merged over the defaults; unknown keys raise (when defaults are declared)."""
+        cfg = {} if cfg is None else cfg
+        if not isinstance(cfg, dict):
+            raise ValueError(f"method '{self.name}': config must be a dict, got {type(cfg).__name__}")
+        if self.defaults is None:
+            return dict(cfg)
+        unknown = sorted(set(cfg) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method '{self.name}': unknown config keys {unknown}; valid keys: "
+                             f"{sorted(self.defaults)}")
+        return {**self.defaults, **cfg}
+
+    def needs_for_config(self, cfg: dict | None) -> set[str]:
+        """Statistics needed for this config (all declared ones when cfg is None)."""
+        if cfg is None or self.needs_for is None:
+            return set(self.needs)
+        return set(self.needs_for(self.resolve_config(cfg))) & set(self.needs)
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
+                    granularities: tuple[str, ...] = GRANULARITIES, defaults: dict | None = None,
+                    needs_for: Callable[[dict], set[str]] | None = None):
+    """Decorator registering `fn(model, stats, cfg) -> layer scores` under `name`."""
+    bad = sorted(set(needs) - set(STAT_NAMES))
+    if bad:
+        raise ValueError(f"method '{name}' declares unknown statistics {bad}; valid: {list(STAT_NAMES)}")
+    if not granularities or not set(granularities) <= set(GRANULARITIES):
+        raise ValueError(f"method '{name}': granularities must be a non-empty subset of {GRANULARITIES}, "
+                         f"got {granularities!r}")
+
+    def deco(fn):
+        if name in METHODS:
+            raise ValueError(f"method '{name}' is already registered")
+        METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities), defaults, needs_for)
+        return fn
+
+    return deco
+
+
+def method_names() -> list[str]:
+    """Sorted names of the registered methods."""
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method `name`; unknown names raise listing the valid ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown scoring method {name!r}; valid methods: {method_names()}")
+    return METHODS[name]
+
+
+def _check_stats(spec: MethodSpec, cfg: dict, model: nn.Module, stats: dict) -> None:
+    needed = spec.needs_for_config(cfg)
+    if not needed:
+        return
+    have = set(stats.get("needs", ())) if isinstance(stats, dict) else set()
+    missing = sorted(needed - have)
+    if missing:
+        raise ValueError(f"method '{spec.name}' needs statistics {missing}, which the statistics file does not "
+                         f"hold (it has {sorted(have)}); add the method to the config and rerun "
+                         "snakemake --forcerun collect_stats")
+    layers = stats.get("layers", {})
+    for name, m in prunable_layers(model):
+        entry = layers.get(name)
+        if entry is None or list(entry.get("weight_shape", ())) != list(m.weight.shape):
+            raise ValueError(f"statistics do not match the model at layer '{name}' (weight shape "
+                             f"{list(m.weight.shape)}, statistics "
+                             f"{None if entry is None else entry.get('weight_shape')}); statistics of another "
+                             "model? rerun snakemake --forcerun collect_stats")
+
+
+def score_model(model: nn.Module, stats: dict | None, method: str, cfg: dict | None = None) -> dict:
+    """Score every prunable layer of `model` with `method` → {"method", "config", "layers"}.
+
+    Scores are float64 on CPU; a granularity the method does not declare is None.
+    """
+    spec = get_method(method)
+    cfg = spec.resolve_config(cfg)
+    for name, m in prunable_layers(model):
+        if not isinstance(m, SCORABLE):
+            raise ValueError(f"method '{method}' cannot score layer '{name}' of type {type(m).__name__} "
+                             "(only Linear and Conv2d)")
+    _check_stats(spec, cfg, model, stats or {})
+    with torch.no_grad():
+        raw = spec.fn(model, stats or {}, cfg)
+    out = {}
+    for name, m in prunable_layers(model):
+        if name not in raw:
+            raise RuntimeError(f"method '{method}' returned no scores for layer '{name}'")
+        want = {"unstructured": tuple(m.weight.shape), "structured": (m.weight.shape[0],)}
+        entry = {}
+        for kind, shape in want.items():
+            s = raw[name].get(kind) if kind in spec.granularities else None
+            if s is not None:
+                s = s.detach().to("cpu", torch.float64)
+                if tuple(s.shape) != shape or not torch.isfinite(s).all():
+                    raise RuntimeError(f"method '{method}' gave {kind} scores of shape {tuple(s.shape)} for layer "
+                                       f"'{name}' (expected {shape}, finite)")
+            entry[kind] = s
+        out[name] = entry
+    return {"method": method, "config": cfg, "layers": out}
+
+
+# Import the method modules last: each registers itself.
+from . import contribution, magnitude, random, screening, taylor  # noqa: E402,F401
+
+if importlib.util.find_spec(f"{__name__}.frs") is not None:
+    from . import frs  # noqa: E402,F401
+
+__all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "method_names", "register_method",
+           "score_model"]

@@ -1,0 +1,84 @@
+"""screening: ANOVA F-statistic of unit activations across classes, blended with weight magnitude
+(Wang et al. 2025, arXiv 2502.07189; the project's documented reconstruction, DESIGN §4).
+
+structured score of unit u     = λ·F_u / max_layer F + (1−λ)·‖w_u‖₂ / max_layer ‖w‖₂
+unstructured score of w_ij     = λ·F_i / max_layer F_in + (1−λ)·|w_ij| / max_layer |w|
+F_u screens the layer's output units (activations after BN + nonlinearity; channels: spatial mean),
+F_i its input units (Linear: input features; Conv2d: input channels; first layer: pixels / channels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from prunelab.methods import register_method
+from prunelab.stats import prunable_layers
+
+CONSTANT_RTOL = 1e-10   # total sum of squares below this × Σz²: the unit is constant, F = 0
+
+
+def anova_f(count: torch.Tensor, sums: torch.Tensor, sqsums: torch.Tensor) -> torch.Tensor:
+    """One-way ANOVA F per unit from per-class moments (count K, Σz K×U, Σz² K×U) → U float64.
+
+    Equals sklearn.feature_selection.f_classif on the raw values; classes without samples are left out;
+    a constant unit gets F = 0; a unit with no within-class spread (but between-class spread) gets +inf.
+    """
+    count, sums, sqsums = count.double(), sums.double(), sqsums.double()
+    present = count > 0
+    n, s, q = count[present], sums[present], sqsums[present]
+    k, total = int(n.numel()), float(n.sum())
+    if k < 2:
+        raise ValueError(f"screening: the ANOVA F needs samples of at least two classes, got {k} class(es)")
+    if total <= k:
+        raise ValueError(f"screening: the ANOVA F needs more calibration samples ({int(total)}) than classes "
+                         f"present ({k})")
+    total_s, total_q = s.sum(0), q.sum(0)
+    sst = total_q - total_s.square() / total
+    ssb = (s.square() / n[:, None]).sum(0) - total_s.square() / total
+    ssw = sst - ssb
+    f = (ssb / (k - 1)) / (ssw / (total - k))
+    constant = sst <= CONSTANT_RTOL * total_q
+    separated = ~constant & (ssw <= CONSTANT_RTOL * sst)
+    f = torch.where(separated, math.inf, f)
+    return torch.where(constant, 0.0, f)
+
+
+def scaled(v: torch.Tensor) -> torch.Tensor:
+    """v / max v for v ≥ 0 (all zero → zeros; +inf entries → 1, the rest 0: the limit of v / max v)."""
+    if torch.isinf(v).any():
+        return torch.isinf(v).double()
+    top = v.max()
+    return v / top if top > 0 else torch.zeros_like(v)
+
+
+def _lambda(cfg: dict) -> float:
+    lam = cfg["lambda"]
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+        raise ValueError(f"method 'screening': config 'lambda' must be a number in [0, 1], got {lam!r}")
+    return float(lam)
+
+
+@register_method("screening", needs={"activations", "input_activations"}, defaults={"lambda": 0.5})
+def screening_scores(model, stats, cfg) -> dict:
+    """Blend of screened F and weight magnitude per layer; see the module docstring."""
+    lam = _lambda(cfg)
+    out = {}
+    for name, m in prunable_layers(model):
+        entry = stats["layers"][name]
+        w = m.weight.detach().double().cpu()
+        if getattr(m, "groups", 1) != 1:
+            raise ValueError(f"method 'screening' cannot score layer '{name}': grouped Conv2d (groups={m.groups})")
+        f_out = anova_f(entry["count"], entry["act_sum"], entry["act_sqsum"])
+        f_in = anova_f(entry["count"], entry["in_sum"], entry["in_sqsum"])
+        if f_in.numel() != w.shape[1]:
+            raise ValueError(f"screening: layer '{name}' has {w.shape[1]} input units but its statistics have "
+                             f"{f_in.numel()}; rerun snakemake --forcerun collect_stats")
+        f_in = f_in.reshape((1, -1) + (1,) * (w.dim() - 2))
+        row_norm = w.flatten(1).norm(dim=1)
+        out[name] = {
+            "unstructured": lam * scaled(f_in).expand_as(w) + (1 - lam) * scaled(w.abs()),
+            "structured": lam * scaled(f_out) + (1 - lam) * scaled(row_norm),
+        }
+    return out

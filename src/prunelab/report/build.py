@@ -1,0 +1,138 @@
+"""Assemble the report: tables/ (CSV, Markdown, LaTeX) and figures/ (PNG + PDF)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import figures as F
+from . import figures_extra as FX
+from .agreement import agreement_frame, agreement_mean
+from .collect import annotate, csv_frame, load_metrics, load_scores
+from .render import (Section, agreement_sections, baseline_section, md_section, reference_section,
+                     summary_sections, tex_section)
+from .style import save
+from .tables import baseline_frame, keyed, reference_frame, select_rows, summary_frame
+
+DEFAULT_RATIOS = (0.5, 0.7, 0.9)
+# name -> (what it shows, function of the report's frames)
+FIGURES = {
+    "top1_vs_compression": ("test top-1 vs compression", lambda c: F.accuracy(c["summary"], c["base"], "compression")),
+    "top1_vs_speedup": ("test top-1 vs theoretical speedup",
+                        lambda c: F.accuracy(c["summary"], c["base"], "speedup_theoretical")),
+    "finetune_recovery": ("top-1 before vs after fine-tuning", lambda c: F.recovery(c["sel"])),
+    "speedup_measured_vs_theoretical": ("measured vs theoretical speedup (structured)", lambda c: F.speedups(c["sel"])),
+    "layer_kept": ("per-layer kept fraction at one ratio", lambda c: F.layer_kept(c["df"], c["layer_ratio"])),
+    "agreement_heatmap": ("Spearman agreement of methods' scores", lambda c: F.agreement_heatmap(c["amean"])),
+    "lambda_sweep": ("screening λ sweep", lambda c: FX.lambda_sweep(c["sel"])),
+    "space_edf": ("pruning-space error EDFs per MACs regime", lambda c: FX.space_edf(c["df"])),
+    "space_error_vs_ratio": ("pruning-space error vs MACs/params ratio", lambda c: FX.space_scatter(c["df"])),
+    "gradual_vs_oneshot": ("gradual vs one-shot: accuracy vs training cost", lambda c: FX.gradual_cost(c["df"])),
+}
+
+
+def build_report(metrics_files, out_dir, score_files=(), config: dict | None = None,
+                 figures: bool = True) -> list[Path]:
+    """Write out_dir/tables/{results.csv, summary.md, summary.tex, methods_agreement.csv, ...} and
+    out_dir/figures/*.png + *.pdf from metrics.json (and score) files; return the paths written.
+    figures=False writes the tables only."""
+    metrics_files = list(metrics_files)
+    if not metrics_files:
+        raise ValueError("build_report needs at least one metrics.json file")
+    return build_from_frame(load_metrics(metrics_files), load_scores(score_files), out_dir, config, figures)
+
+
+def _ratios(df: pd.DataFrame, config: dict) -> list[float]:
+    r = df.loc[df["stage"].isin(["pruned", "finetuned"]), "ratio_requested"].dropna().astype(float)
+    if len(r):
+        return sorted(set(r.round(4)))
+    cfg = config.get("ratios") or (config.get("prune") or {}).get("ratios")
+    if isinstance(cfg, dict):  # {granularity: [ratios]}
+        cfg = [x for v in cfg.values() for x in v]
+    return sorted({float(x) for x in cfg}) if cfg else list(DEFAULT_RATIOS)
+
+
+def build_from_frame(results: pd.DataFrame, scores: list[dict], out_dir, config: dict | None = None,
+                     figures: bool = True) -> list[Path]:
+    """build_report on an already loaded results frame (collect.records_frame) and score sets."""
+    config = dict(config or {})
+    out_dir = Path(out_dir)
+    tdir, fdir = out_dir / "tables", out_dir / "figures"
+    tdir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def write_csv(frame: pd.DataFrame, name: str):
+        frame.to_csv(tdir / name, index=False)
+        written.append(tdir / name)
+
+    write_csv(csv_frame(results), "results.csv")
+    df = keyed(annotate(results))
+    base, summary, sel = baseline_frame(df), summary_frame(df), select_rows(df)
+    agr = agreement_frame(scores, _ratios(df, config))
+    amean = agreement_mean(agr)
+    ref = reference_frame(config.get("reference") or (config.get("report") or {}).get("reference"), summary)
+    write_csv(base, "baselines.csv")
+    write_csv(summary, "summary.csv")
+    write_csv(agr, "methods_agreement.csv")
+    write_csv(amean, "methods_agreement_mean.csv")
+    if not ref.empty:
+        write_csv(ref, "reference.csv")
+    else:
+        (tdir / "reference.csv").unlink(missing_ok=True)
+
+    ctx = dict(df=df, sel=sel, summary=summary, base=base, amean=amean,
+               layer_ratio=float((config.get("report") or {}).get("layer_kept_ratio", 0.5)))
+    made, skipped = [], []
+    for name, (what, fn) in FIGURES.items() if figures else ():
+        fig = fn(ctx)
+        if isinstance(fig, str):
+            skipped.append((name, what, fig))
+            for ext in ("png", "pdf"):  # no stale figure from an earlier, fuller run
+                (fdir / f"{name}.{ext}").unlink(missing_ok=True)
+        else:
+            written += save(fig, fdir, name)
+            made.append((name, what))
+
+    sections = _sections(df, base, summary, amean, ref, scores)
+    fig_md = ["## Figures", ""] + [f"- `figures/{n}.png` (+ `.pdf`): {w}" for n, w in made]
+    fig_md += [f"- not made: {n} ({w}): {why}" for n, w, why in skipped]
+    if not figures:
+        fig_md.append("Figures were not built in this run (tables only).")
+    experiment = config.get("experiment") or ", ".join(sorted(str(e) for e in results["experiment"].dropna().unique()))
+    counts = ", ".join(f"{k}: {v}" for k, v in results["stage"].value_counts().sort_index().items())
+    head = [f"# PruneLab report: {experiment or 'unnamed experiment'}", "",
+            f"{len(results)} models ({counts}); {len(scores)} score files.", ""]
+    body = [md_section(s, caption=s.caption != (sections[i - 1].caption if i else None))
+            for i, s in enumerate(sections)]
+    md = "\n".join(head + body + fig_md) + "\n"
+    (tdir / "summary.md").write_text(md)
+    tex = ["% PruneLab report: " + str(experiment), "% needs \\usepackage{booktabs}", ""]
+    tex += [tex_section(s, f"{i}-{_slug(s.title)}") for i, s in enumerate(sections) if s.headers]
+    (tdir / "summary.tex").write_text("\n".join(tex))
+    written += [tdir / "summary.md", tdir / "summary.tex"]
+    return written
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _sections(df, base, summary, amean, ref, scores) -> list[Section]:
+    out = [baseline_section(base) if not base.empty else Section("Baselines", "No baseline models yet.")]
+    if summary.empty:
+        out.append(Section("Pruned models", "No pruned, fine-tuned, gradual or scratch models yet."))
+    else:
+        stages = sorted(set(summary["stage"]))
+        out.append(Section("Pruned models", f"Stages shown: {', '.join(stages)} (fine-tuned where present, "
+                                            "pruned-only otherwise)."))
+        out += summary_sections(summary)
+    if not ref.empty:
+        out.append(reference_section(ref))
+    if amean.empty:
+        why = "no score files" if not scores else "fewer than two methods per model"
+        out.append(Section("Method agreement", f"Skipped: {why}."))
+    else:
+        out.append(Section("Method agreement", "Per layer and per seed in methods_agreement.csv; seed means in "
+                                               "methods_agreement_mean.csv."))
+        out += agreement_sections(amean)
+    return out

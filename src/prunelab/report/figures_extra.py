@@ -1,0 +1,153 @@
+"""Study figures: screening's λ sweep, pruning-space EDFs, gradual vs one-shot cost."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .figures import _finite, _grans, _logx_if_wide, _methods
+from .style import legend_outside, method_style, new_figure
+
+
+def lambda_sweep(sel: pd.DataFrame):
+    """Screening test top-1 vs λ (method_config.lambda or 'screening_l{λ}'), a line per ratio."""
+    d = sel[(sel["base"] == "screening") & _finite(sel["lam"], sel["top1_test"])] if not sel.empty else sel
+    if d.empty or d["lam"].nunique() < 2:
+        return "no λ sweep (fewer than two screening λ values)"
+    keys = ["dataset", "arch", "regime", "gran"]
+    panels = [k for k, g in d.groupby(keys, sort=False) if g["lam"].nunique() >= 2]  # only real sweeps
+    if not panels:
+        return "no λ sweep (no model has two or more screening λ values)"
+    fig, axes = new_figure(1, len(panels))
+    ratios = sorted(d["ratio"].dropna().unique())
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    for j, (ds, arch, regime, gran) in enumerate(panels):
+        ax = axes[0, j]
+        p = d[(d["dataset"] == ds) & (d["arch"] == arch) & (d["regime"] == regime) & (d["gran"] == gran)]
+        for k, r in enumerate(ratios):
+            q = p[p["ratio"] == r]
+            if q.empty:
+                continue
+            per_seed = q.groupby(["lam", "seed"])["top1_test"].mean().groupby(level=0)
+            m, s = per_seed.mean(), per_seed.std(ddof=1)
+            ax.errorbar(m.index, m.values, yerr=np.nan_to_num(s.values), capsize=2, marker="^", ms=5,
+                        color=cmap(k / max(1, len(ratios) - 1)), label=f"ratio {r:.2f}")
+        ax.set_xlabel("λ (0 = magnitude, 1 = pure screening)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{arch} · {ds} · {regime} · {gran}", fontsize="medium")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Screening: λ sweep (mean ± std over seeds)")
+    legend_outside(fig, axes.ravel())
+    return fig
+
+
+def _space(df: pd.DataFrame) -> pd.DataFrame:
+    d = df[df["stage"] == "space"].copy()
+    if d.empty:
+        return d
+    top1 = pd.to_numeric(d["top1_test"], errors="coerce").astype(float)
+    val = pd.to_numeric(d["top1_val"], errors="coerce").astype(float)
+    d["error"] = 100.0 - top1.fillna(val)  # samples scored on validation only still count
+    d["sr"] = d["space_regime"] if "space_regime" in d else np.nan
+    return d[np.isfinite(d["error"])]
+
+
+def space_edf(df: pd.DataFrame):
+    """Pruning-space test-error EDFs, one line per MACs regime, panel per arch."""
+    d = _space(df)
+    if d.empty:
+        return "no pruning-space samples (stage 'space')"
+    archs = list(dict.fromkeys(zip(d["dataset"], d["arch"])))
+    fig, axes = new_figure(1, len(archs))
+    import matplotlib
+
+    cmap = matplotlib.colormaps["plasma"]
+    for j, (ds, arch) in enumerate(archs):
+        ax, p = axes[0, j], d[(d["dataset"] == ds) & (d["arch"] == arch)]
+        regimes = sorted(p["sr"].dropna().unique()) or [None]
+        for k, sr in enumerate(regimes):
+            e = np.sort(p["error"] if sr is None else p[p["sr"] == sr]["error"])
+            lab = "all samples" if sr is None else f"MACs keep {float(sr):.2f} (n={len(e)})"
+            ax.step(np.r_[e[0], e], np.r_[0, np.arange(1, len(e) + 1) / len(e)], where="post", lw=1.5,
+                    color=cmap(0.85 * k / max(1, len(regimes) - 1)), label=lab)
+        ax.set_xlabel("top-1 error (%, test; val where no test)")
+        ax.set_ylabel("cumulative fraction of models")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{arch} · {ds}", fontsize="medium")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Pruning space: error EDF per MACs regime")
+    legend_outside(fig, axes.ravel())
+    return fig
+
+
+def space_scatter(df: pd.DataFrame):
+    """Pruning-space test error vs kept MACs and kept params, coloured by MACs regime."""
+    d = _space(df)
+    if d.empty:
+        return "no pruning-space samples (stage 'space')"
+    num = lambda c: pd.to_numeric(d[c], errors="coerce").astype(float) if c in d else np.nan  # noqa: E731
+    d["macs_ratio"] = num("macs_effective") / num("macs_dense")
+    d["params_ratio"] = num("params_nonzero") / num("params_total")
+    archs = list(dict.fromkeys(zip(d["dataset"], d["arch"])))
+    fig, axes = new_figure(len(archs), 2)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["plasma"]
+    for i, (ds, arch) in enumerate(archs):
+        p = d[(d["dataset"] == ds) & (d["arch"] == arch)]
+        regimes = sorted(p["sr"].dropna().unique()) or [None]
+        for j, (col, name) in enumerate((("macs_ratio", "MACs"), ("params_ratio", "params"))):
+            ax = axes[i, j]
+            for k, sr in enumerate(regimes):
+                q = p if sr is None else p[p["sr"] == sr]
+                q = q[np.isfinite(q[col])]
+                ax.scatter(q[col], q["error"], s=14, alpha=0.8, color=cmap(0.85 * k / max(1, len(regimes) - 1)),
+                           label="all samples" if sr is None else f"MACs keep {float(sr):.2f}")
+            ax.set_xlabel("kept MACs (effective / dense)" if name == "MACs" else "kept params (nonzero / total)")
+            ax.set_ylabel("top-1 error (%)")
+            ax.set_title(f"{arch} · {ds}: error vs {name} ratio", fontsize="medium")
+            ax.grid(alpha=0.3)
+    fig.suptitle("Pruning space: error vs kept MACs and params")
+    legend_outside(fig, axes.ravel())
+    return fig
+
+
+def gradual_cost(df: pd.DataFrame):
+    """Accuracy vs total training cost: one-shot = baseline wall_s + fine-tune wall_s (same seed);
+    gradual = its own wall_s. Mean ± std over seeds, per method × ratio; panel per arch."""
+    g = df[(df["stage"] == "gradual") & _finite(df["wall_s"], df["top1_test"])]
+    if g.empty:
+        return "no gradual model with wall_s and top1_test"
+    base = df[(df["stage"] == "baseline") & _finite(df["wall_s"])]
+    base_cost = base.groupby(["dataset", "arch", "pair_regime", "seed"])["wall_s"].mean().to_dict()
+    ft = df[(df["stage"] == "finetuned") & _finite(df["wall_s"], df["top1_test"])
+            & df["gran"].isin(set(g["gran"])) & (df["pair_regime"] == "standard")].copy()
+    ft["cost"] = [w + base_cost.get((d, a, r, s), np.nan)
+                  for w, d, a, r, s in zip(ft["wall_s"], ft["dataset"], ft["arch"], ft["pair_regime"], ft["seed"])]
+    ft = ft[np.isfinite(ft["cost"].astype(float))]
+    g = g.assign(cost=g["wall_s"].astype(float))
+    both = pd.concat([g, ft])
+    archs = list(dict.fromkeys(zip(g["dataset"], g["arch"])))
+    fig, axes = new_figure(1, len(archs), w=4.8, h=3.6)
+    for j, (ds, arch) in enumerate(archs):
+        ax = axes[0, j]
+        p = both[(both["dataset"] == ds) & (both["arch"] == arch)]
+        for lab, st in _methods(p, "label"):
+            q = p[p["label"] == lab]
+            agg = q.groupby(["ratio", "seed"])[["cost", "top1_test"]].mean().astype(float).groupby(level=0)
+            m, s = agg.mean(), agg.std(ddof=1)
+            sty = method_style(st, lab)
+            ax.errorbar(m["cost"], m["top1_test"], xerr=np.nan_to_num(s["cost"]), yerr=np.nan_to_num(s["top1_test"]),
+                        capsize=2, ms=5, lw=0, elinewidth=1, label=lab, color=sty["color"], marker=sty["marker"])
+            for r, row in m.iterrows():
+                ax.annotate(f"{r:.2f}", (row["cost"], row["top1_test"]), textcoords="offset points",
+                            xytext=(4, 3), fontsize="x-small", color=sty["color"])
+        _logx_if_wide(ax, p["cost"].astype(float))
+        ax.set_xlabel("total training cost (s): one-shot = baseline + fine-tune")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{arch} · {ds} ({', '.join(_grans(g['gran']))}; labels = ratio)", fontsize="medium")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Gradual vs one-shot pruning: accuracy against training cost")
+    legend_outside(fig, axes.ravel())
+    return fig

@@ -1,0 +1,162 @@
+"""Numeric summary tables: baselines, pruned methods (mean ± std over seeds), published references."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .collect import method_rank
+from .significance import ALPHA, paired_test
+
+GROUP = ["dataset", "arch", "regime", "gran", "ratio"]  # one comparison: the methods compete here
+MISSING = "—"
+MAGNITUDE = "magnitude"
+
+
+def keyed(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy with null string keys shown as MISSING, so groupby keeps them."""
+    df = df.copy()
+    for col in ("dataset", "arch", "regime", "gran", "label"):
+        df[col] = [MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in df[col]]
+    return df
+
+
+def _stat(values) -> tuple[float, float, int]:
+    """(mean, sample std (ddof=1), n) of the finite values; NaN where undefined."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
+
+
+def per_seed(rows: pd.DataFrame, col: str) -> pd.Series:
+    """Mean of `col` per seed (rows of one group), NaNs dropped, indexed by seed."""
+    vals = pd.to_numeric(rows[col], errors="coerce").astype(float)
+    s = pd.Series(vals.to_numpy(), index=rows["seed"].to_numpy()).dropna()
+    return s.groupby(level=0).mean().sort_index()
+
+
+def baseline_top1(df: pd.DataFrame) -> dict:
+    """{(dataset, arch, regime, seed): baseline test top-1} (mean if a seed repeats)."""
+    base = keyed(df[df["stage"] == "baseline"])
+    out = {}
+    for key, rows in base.groupby(["dataset", "arch", "regime"], sort=False, dropna=False):
+        for seed, v in per_seed(rows, "top1_test").items():
+            out[(*key, seed)] = v
+    return out
+
+
+def baseline_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Baselines: mean ± std over seeds per dataset × arch × regime."""
+    base = keyed(df[df["stage"] == "baseline"])
+    rows = []
+    for (ds, arch, regime), g in base.groupby(["dataset", "arch", "regime"], sort=True, dropna=False):
+        r = dict(dataset=ds, arch=arch, regime=regime)
+        for col in ("top1_test", "top1_val", "top5_test", "params_total", "macs_dense",
+                    "latency_ms_b1", "latency_ms_b64", "wall_s"):
+            if col in g:
+                m, s, n = _stat(per_seed(g, col))
+            else:
+                m, s, n = math.nan, math.nan, 0
+            r[f"{col}_mean"], r[f"{col}_std"] = m, s
+            if col == "top1_test":
+                r["n_seeds"] = n
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def select_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows the summary compares: fine-tuned models of a comparison group, or its pruned-only
+    models where none is fine-tuned yet; plus gradual and scratch models."""
+    d = keyed(df[df["stage"].isin(["pruned", "finetuned", "gradual", "scratch"])])
+    keep = []
+    for _, g in d.groupby(GROUP, sort=False, dropna=False):
+        oneshot = g[g["stage"].isin(["pruned", "finetuned"])]
+        stage = "finetuned" if (oneshot["stage"] == "finetuned").any() else "pruned"
+        keep.append(g[g["stage"].isin([stage, "gradual", "scratch"])])
+    return pd.concat(keep) if keep else d.iloc[:0]
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per comparison group × method variant, with Δ to baseline, best and paired test."""
+    sel = select_rows(df)
+    if sel.empty:
+        return pd.DataFrame()
+    base = baseline_top1(df)
+    rows = []
+    for key, g in sel.groupby(GROUP + ["label"], sort=False, dropna=False):
+        ds, arch, regime, gran, ratio, label = key
+        top1 = per_seed(g, "top1_test")
+        pair_regime = g["pair_regime"].iloc[0]
+        deltas = [v - base[(ds, arch, pair_regime, s)] for s, v in top1.items() if (ds, arch, pair_regime, s) in base]
+        r = dict(dataset=ds, arch=arch, regime=regime, granularity=gran, ratio=ratio, method=label,
+                 style=g["style"].iloc[0], stage=g["stage"].iloc[0], seeds=" ".join(str(s) for s in top1.index),
+                 _top1=top1)
+        r["top1_mean"], r["top1_std"], r["n_seeds"] = _stat(top1)
+        r["delta_mean"], r["delta_std"], r["n_delta"] = _stat(deltas)
+        for col, name in (("compression", "compression"), ("speedup_theoretical", "speedup_theoretical"),
+                          ("latency_speedup", "speedup_measured"), ("sparsity_achieved", "sparsity"),
+                          ("top1_test_before_finetune", "before")):
+            r[f"{name}_mean"], r[f"{name}_std"], _ = _stat(per_seed(g, col)) if col in g else (math.nan,) * 3
+        rows.append(r)
+    grank = {"unstructured": 0, "structured": 1}
+    rows.sort(key=lambda r: (str(r["dataset"]), str(r["arch"]), str(r["regime"]),
+                             (grank.get(r["granularity"], 2), str(r["granularity"])),
+                             r["ratio"] if np.isfinite(r["ratio"]) else math.inf, method_rank(r["method"], r["style"])))
+    return _mark(pd.DataFrame(rows)).drop(columns="_top1")
+
+
+def _mark(s: pd.DataFrame) -> pd.DataFrame:
+    """Add best (max mean top-1 in its group; ties all best), p/test vs magnitude, significant."""
+    s["best"], s["p_vs_magnitude"], s["test"], s["n_pairs"] = False, math.nan, None, 0
+    for _, g in s.groupby(["dataset", "arch", "regime", "granularity", "ratio"], sort=False, dropna=False):
+        top = g["top1_mean"].max()
+        if np.isfinite(top):
+            s.loc[g.index[g["top1_mean"] == top], "best"] = True
+        ref = g[g["method"] == MAGNITUDE]
+        if ref.empty:
+            continue
+        mag = ref["_top1"].iloc[0]
+        for i, row in g.iterrows():
+            if row["method"] == MAGNITUDE:
+                continue
+            seeds = sorted(set(mag.index) & set(row["_top1"].index))
+            p, test = paired_test(row["_top1"][seeds].to_numpy(), mag[seeds].to_numpy())
+            s.loc[i, ["p_vs_magnitude", "test", "n_pairs"]] = [p, test, len(seeds)]
+    s["significant"] = s["p_vs_magnitude"].astype(float) < ALPHA
+    return s
+
+
+REFERENCE_REQUIRED = ("arch", "top1_dense", "top1_pruned", "source")
+
+
+def reference_frame(reference, summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Published numbers (config['reference']) with their Δ, and ours where one row matches."""
+    if reference is None:
+        return pd.DataFrame()
+    if not isinstance(reference, list):
+        raise ValueError("config['reference'] must be a list of dicts")
+    rows = []
+    for i, ref in enumerate(reference):
+        if not isinstance(ref, dict):
+            raise ValueError(f"config['reference'][{i}] must be a dict, got {type(ref).__name__}")
+        missing = [k for k in REFERENCE_REQUIRED if ref.get(k) is None]
+        if missing:
+            raise ValueError(f"config['reference'][{i}] misses {missing}")
+        r = {k: ref.get(k) for k in ("dataset", "arch", "method", "granularity", "ratio", "top1_dense",
+                                      "top1_pruned", "compression", "flops_reduction", "source")}
+        r["delta"] = float(ref["top1_pruned"]) - float(ref["top1_dense"])
+        r["ours_top1"], r["ours_delta"] = math.nan, math.nan
+        if summary is not None and not summary.empty and all(ref.get(k) is not None
+                                                             for k in ("method", "granularity", "ratio")):
+            m = summary[(summary["arch"] == ref["arch"]) & (summary["method"] == ref["method"])
+                        & (summary["granularity"] == ref["granularity"])
+                        & np.isclose(summary["ratio"].astype(float), float(ref["ratio"]))
+                        & (summary["regime"] == "standard")]
+            if ref.get("dataset") is not None:
+                m = m[m["dataset"] == ref["dataset"]]
+            if len(m) == 1:
+                r["ours_top1"], r["ours_delta"] = m["top1_mean"].iloc[0], m["delta_mean"].iloc[0]
+        rows.append(r)
+    return pd.DataFrame(rows)

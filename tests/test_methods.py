@@ -1,0 +1,241 @@
+"""Scoring methods against independent references: sklearn f_classif, per-sample autograd, hand formulas."""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from sklearn.feature_selection import f_classif
+from torch import nn
+
+import prunelab.methods as methods
+from prunelab.methods import method_names, score_model
+from prunelab.methods.screening import anova_f
+from prunelab.models import build_model, prunable_layers
+from prunelab.stats import collect_statistics, required_statistics
+
+BUILTIN = ["contribution", "magnitude", "random", "screening", "taylor"]
+
+
+def moments(z: np.ndarray, y: np.ndarray, k: int):
+    zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+    count = torch.bincount(yt, minlength=k).double()
+    sums = torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, yt, zt)
+    sq = torch.zeros(k, z.shape[1], dtype=torch.float64).index_add_(0, yt, zt ** 2)
+    return count, sums, sq
+
+
+def test_anova_f_equals_sklearn_f_classif_with_singleton_class_and_constant_unit():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 6 + [1] * 5 + [2] * 1 + [3] * 4)           # class 2 has a single sample
+    z = rng.normal(size=(len(y), 5)) + y[:, None] * np.array([0.0, 0.5, 1.0, 2.0, 0.1])
+    z[:, 0] = 0.7                                                  # constant unit
+    f = anova_f(*moments(z, y, 5)).numpy()                         # class 4 absent: left out, as sklearn does
+    ref, _ = f_classif(z[:, 1:], y)
+    np.testing.assert_allclose(f[1:], ref, rtol=1e-6)
+    assert f[0] == 0.0 and not np.isnan(f).any()
+
+
+def test_anova_f_separated_unit_is_inf_and_too_few_samples_fail():
+    z = np.array([[0.0], [0.0], [1.0], [1.0]])
+    y = np.array([0, 0, 1, 1])
+    assert anova_f(*moments(z, y, 2)).item() == float("inf")
+    with pytest.raises(ValueError, match="at least two classes"):
+        anova_f(*moments(z[:2], y[:2], 2))
+    with pytest.raises(ValueError, match="more calibration samples"):
+        anova_f(*moments(z[1:3], y[1:3], 2))
+
+
+def mlp_and_data(n=40, k=4, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(OrderedDict([("fc1", nn.Linear(6, 5)), ("relu1", nn.ReLU()),
+                                       ("fc2", nn.Linear(5, k))])).double()
+    x = torch.randn(n, 6, dtype=torch.float64)
+    y = torch.arange(n) % k
+    x = x + 0.6 * nn.functional.one_hot(y, 6).double()             # class signal in inputs 0..3
+    x[:, 5] = 1.5                                                  # a constant input unit
+    return model, x, y
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")  # sklearn on the constant unit
+def test_screening_scores_match_hand_formula_with_sklearn_f():
+    model, x, y = mlp_and_data()
+    needs = required_statistics(["screening"])
+    stats = collect_statistics(model, x, y, needs, 4, 16, "cpu")
+    lam = 0.3
+    scores = score_model(model, stats, "screening", {"lambda": lam})
+    assert scores["config"] == {"lambda": lam}
+    with torch.no_grad():
+        h = torch.relu(model.fc1(x))
+    for name, inp, out in (("fc1", x, h), ("fc2", h, model.fc2(h).detach())):
+        w = getattr(model, name).weight.detach()
+        f_in = np.nan_to_num(f_classif(inp.numpy(), y.numpy())[0])          # sklearn: NaN for constant units
+        f_out = np.nan_to_num(f_classif(out.numpy(), y.numpy())[0])
+        f_in, f_out = torch.from_numpy(f_in), torch.from_numpy(f_out)
+        expect_u = lam * f_in / f_in.max() + (1 - lam) * w.abs() / w.abs().max()
+        norms = w.norm(dim=1)
+        expect_s = lam * f_out / f_out.max() + (1 - lam) * norms / norms.max()
+        torch.testing.assert_close(scores["layers"][name]["unstructured"], expect_u.expand_as(w), rtol=1e-6, atol=0)
+        torch.testing.assert_close(scores["layers"][name]["structured"], expect_s, rtol=1e-6, atol=0)
+    # λ = 0 is magnitude (up to a per-layer scale)
+    s0 = score_model(model, stats, "screening", {"lambda": 0.0})["layers"]["fc1"]["unstructured"]
+    torch.testing.assert_close(s0, model.fc1.weight.detach().abs() / model.fc1.weight.detach().abs().max())
+
+
+def test_taylor_equals_per_sample_autograd_by_hand():
+    model, x, y = mlp_and_data(n=9, k=3)
+    stats = collect_statistics(model, x, y, {"taylor"}, 3, 4, "cpu")
+    scores = score_model(model, stats, "taylor")["layers"]
+    grad1 = torch.zeros_like(model.fc1.weight)
+    grad2 = torch.zeros_like(model.fc2.weight)
+    unit1 = torch.zeros(5, dtype=torch.float64)
+    unit2 = torch.zeros(3, dtype=torch.float64)
+    for xi, yi in zip(x, y):                        # one sample at a time, plain autograd
+        h = torch.relu(model.fc1(xi[None]))
+        logits = model.fc2(h)
+        loss = nn.functional.cross_entropy(logits, yi[None])
+        g1, g2, gh, gl = torch.autograd.grad(loss, [model.fc1.weight, model.fc2.weight, h, logits])
+        grad1 += g1
+        grad2 += g2
+        unit1 += (h * gh)[0].detach() ** 2
+        unit2 += (logits * gl)[0].detach() ** 2
+    torch.testing.assert_close(scores["fc1"]["unstructured"], (model.fc1.weight * grad1).abs().detach())
+    torch.testing.assert_close(scores["fc2"]["unstructured"], (model.fc2.weight * grad2).abs().detach())
+    torch.testing.assert_close(scores["fc1"]["structured"], unit1)
+    torch.testing.assert_close(scores["fc2"]["structured"], unit2)
+
+
+def test_taylor_structured_sums_spatial_positions_before_squaring():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 2)).double()
+    x = torch.randn(5, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 1, 1])
+    scores = score_model(model, collect_statistics(model, x, y, {"taylor"}, 2, 2, "cpu"), "taylor")["layers"]
+    expect = torch.zeros(2, dtype=torch.float64)
+    for xi, yi in zip(x, y):
+        a = model[1](model[0](xi[None]))
+        loss = nn.functional.cross_entropy(model[3](model[2](a)), yi[None])
+        (ga,) = torch.autograd.grad(loss, [a])
+        expect += (a * ga).sum((2, 3))[0].detach() ** 2
+    torch.testing.assert_close(scores["0"]["structured"], expect)
+
+
+def test_magnitude_and_contribution_formulas():
+    model, x, y = mlp_and_data()
+    stats = collect_statistics(model, x, y, required_statistics(["contribution"]), 4, 7, "cpu")
+    mag = score_model(model, stats, "magnitude")["layers"]["fc1"]
+    w = model.fc1.weight.detach()
+    torch.testing.assert_close(mag["unstructured"], w.abs())
+    torch.testing.assert_close(mag["structured"], w.abs().sum(1))
+    entry = stats["layers"]["fc1"]
+    mu = entry["contrib_r_sum"] / entry["contrib_positions"]
+    sigma = (entry["contrib_r2_sum"] / entry["contrib_positions"] - mu ** 2).sqrt()
+    con = score_model(model, stats, "contribution", {"kappa": 2.0})["layers"]["fc1"]
+    torch.testing.assert_close(con["unstructured"], mu + 2.0 * sigma)
+    torch.testing.assert_close(con["structured"], mu.sum(1))
+    # kappa = 0 needs only the mean: a stats file without r² is enough
+    lean = collect_statistics(model, x, y, required_statistics(["contribution"], {"contribution": {}}), 4, 7, "cpu")
+    torch.testing.assert_close(score_model(model, lean, "contribution")["layers"]["fc1"]["unstructured"], mu)
+    with pytest.raises(ValueError, match=r"needs statistics \['contribution_sq'\].*collect_stats"):
+        score_model(model, lean, "contribution", {"kappa": 1.0})
+
+
+def zeroed_models():
+    """(model, layer, zeroed unit, x, y): a conv channel and an MLP neuron with all-zero incoming weights."""
+    torch.manual_seed(3)
+    cnn = build_model({"name": "cnn", "options": {"widths": [4, 6]}, "in_shape": [1, 6, 6], "num_classes": 3})
+    mlp = build_model({"name": "mlp", "options": {"hidden": [8, 5]}, "in_shape": [1, 4, 4], "num_classes": 3})
+    with torch.no_grad():
+        cnn.conv2.weight[2] = 0.0
+        mlp.fc1.weight[5] = 0.0
+        mlp.fc1.bias[5] = 0.0
+    y = torch.arange(30) % 3
+    return [(cnn, "conv2", 2, torch.randn(30, 1, 6, 6), y), (mlp, "fc1", 5, torch.randn(30, 1, 4, 4), y)]
+
+
+@pytest.mark.parametrize("method", ["magnitude", "screening", "contribution"])
+def test_zero_channel_gets_the_lowest_structured_score(method):
+    for model, layer, unit, x, y in zeroed_models():
+        stats = collect_statistics(model, x, y, required_statistics([method]), 3, 16, "cpu")
+        s = score_model(model, stats, method)["layers"][layer]["structured"]
+        others = torch.cat([s[:unit], s[unit + 1:]])
+        assert s[unit] < others.min(), (method, layer, s)
+
+
+def test_random_is_seeded_uniform():
+    model = build_model({"name": "cnn", "options": {"widths": [4, 6]}, "in_shape": [1, 6, 6], "num_classes": 3})
+    a = score_model(model, None, "random", {"seed": 1})["layers"]
+    b = score_model(model, None, "random", {"seed": 1})["layers"]
+    c = score_model(model, None, "random", {"seed": 2})["layers"]
+    for name, entry in a.items():
+        for kind in ("unstructured", "structured"):
+            assert torch.equal(entry[kind], b[name][kind])
+            assert not torch.equal(entry[kind], c[name][kind])
+            assert 0 <= entry[kind].min() and entry[kind].max() < 1
+    flat = torch.cat([e["unstructured"].flatten() for e in a.values()])
+    assert abs(flat.mean().item() - 0.5) < 0.05            # ~U[0, 1): 600+ draws
+
+
+def test_every_method_scores_zoo_models_in_the_file_contract():
+    from prunelab.prune import validate_scores
+
+    for name, shape in (("mlp", [1, 8, 8]), ("cnn", [1, 8, 8]), ("resnet20", [3, 8, 8])):
+        model = build_model({"name": name, "options": {}, "in_shape": shape, "num_classes": 4})
+        x, y = torch.randn(16, *shape), torch.arange(16) % 4
+        stats = collect_statistics(model, x, y, required_statistics(BUILTIN), 4, 8, "cpu")
+        for method in BUILTIN:
+            scores = score_model(model, stats, method)
+            assert scores["method"] == method and set(scores) == {"method", "config", "layers"}
+            assert list(scores["layers"]) == [n for n, _ in prunable_layers(model)]
+            validate_scores(model, scores)
+            for entry in scores["layers"].values():
+                assert entry["unstructured"].dtype == torch.float64
+
+
+def test_registry_errors_name_the_problem(monkeypatch):
+    model, x, y = mlp_and_data()
+    assert set(BUILTIN) <= set(method_names())
+    with pytest.raises(ValueError, match=r"unknown scoring method 'snip'; valid methods: \[.*'magnitude'"):
+        score_model(model, None, "snip")
+    with pytest.raises(ValueError, match=r"unknown config keys \['lamda'\]; valid keys: \['lambda'\]"):
+        score_model(model, None, "screening", {"lamda": 0.5})
+    with pytest.raises(ValueError, match=r"'lambda' must be a number in \[0, 1\]"):
+        stats = collect_statistics(model, x, y, required_statistics(["screening"]), 4, 8, "cpu")
+        score_model(model, stats, "screening", {"lambda": 1.5})
+    stats = collect_statistics(model, x, y, {"activations"}, 4, 8, "cpu")
+    with pytest.raises(ValueError, match=r"needs statistics \['input_activations'\].*forcerun collect_stats"):
+        score_model(model, stats, "screening")
+    other, _, _ = mlp_and_data()
+    other.fc1 = nn.Linear(6, 7).double()
+    other.fc2 = nn.Linear(7, 4).double()
+    with pytest.raises(ValueError, match="statistics do not match the model at layer 'fc1'"):
+        score_model(other, collect_statistics(model, x, y, {"taylor"}, 4, 8, "cpu"), "taylor")
+    monkeypatch.setattr(methods, "prunable_layers", lambda m: [("conv1d", nn.Conv1d(2, 2, 3))])
+    with pytest.raises(ValueError, match="method 'magnitude' cannot score layer 'conv1d' of type Conv1d"):
+        score_model(model, None, "magnitude")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register_method("magnitude")(lambda *a: {})
+    with pytest.raises(ValueError, match="unknown statistics"):
+        methods.register_method("new", needs={"hessian"})
+
+
+def test_screening_conv_uses_channel_means_of_input_and_output():
+    torch.manual_seed(1)
+    model = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(2, 3, 3, padding=1)), ("relu1", nn.ReLU()),
+                                       ("conv2", nn.Conv2d(3, 4, 3, stride=2)), ("relu2", nn.ReLU()),
+                                       ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 2 * 2, 3))])).double()
+    x = torch.randn(24, 2, 5, 5, dtype=torch.float64)
+    y = torch.arange(24) % 3
+    x[:, 1] += 0.5 * y[:, None, None]                                # class signal in input channel 1
+    stats = collect_statistics(model, x, y, required_statistics(["screening"]), 3, 10, "cpu")
+    s = score_model(model, stats, "screening", {"lambda": 1.0})["layers"]
+    with torch.no_grad():
+        h1 = model.relu1(model.conv1(x))
+        h2 = model.relu2(model.conv2(h1))
+    f_in = torch.from_numpy(f_classif(h1.mean((2, 3)).numpy(), y.numpy())[0])
+    f_out = torch.from_numpy(f_classif(h2.mean((2, 3)).numpy(), y.numpy())[0])
+    torch.testing.assert_close(s["conv2"]["unstructured"], (f_in / f_in.max())[None, :, None, None].expand(4, 3, 3, 3),
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(s["conv2"]["structured"], f_out / f_out.max(), rtol=1e-6, atol=0)
+    f_pix = torch.from_numpy(f_classif(x.mean((2, 3)).numpy(), y.numpy())[0])   # first layer: input channels
+    torch.testing.assert_close(s["conv1"]["unstructured"][0, :, 0, 0], f_pix / f_pix.max(), rtol=1e-6, atol=0)

@@ -1,0 +1,101 @@
+"""End to end: the whole DAG on the tiny config in a temporary folder, then the caching contract."""
+import csv
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+
+from conftest import TINY, make_workdir, snakemake
+from prunelab.records import METRICS_KEYS
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the tiny experiment once; tests below inspect it (and copies of it)."""
+    wd = make_workdir(tmp_path_factory.mktemp("e2e") / "wd")
+    shutil.copy(TINY, wd / "tiny.yaml")
+    proc = snakemake(wd, "--configfile", "tiny.yaml", "--cores", "2")
+    return wd, proc.stdout
+
+
+def jobs_planned(wd, *extra):
+    """{rule: count} of a dry run."""
+    out = snakemake(wd, "--configfile", "tiny.yaml", "--cores", "2", "-n", *extra).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out[out.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def test_results_table_has_a_row_per_model(tiny_run):
+    wd, _ = tiny_run
+    root = wd / "results" / "tiny"
+    rows = list(csv.DictReader(open(root / "report/tables/results.csv")))
+    metrics = sorted(root.rglob("metrics.json"))
+    assert len(rows) == len(metrics) == 2 + 8 + 8  # baselines, pruned, fine-tuned
+    assert set(METRICS_KEYS) <= set(rows[0])
+    baselines = [r for r in rows if r["stage"] == "baseline"]
+    assert {r["arch"] for r in baselines} == {"mlp", "cnn"}
+    for r in baselines:  # the table holds the numbers of the files it came from
+        src = json.loads((root / f"baseline/{r['arch']}/standard/seed0/metrics.json").read_text())
+        assert float(r["top1_test"]) == pytest.approx(src["top1_test"])
+        assert int(float(r["macs_dense"])) == src["macs_dense"] and src["params_total"] > 0
+    for name in ("summary.md", "summary.tex", "methods_agreement.csv"):
+        assert (root / "report/tables" / name).stat().st_size > 0
+
+
+def test_pruned_models_reach_their_ratio(tiny_run):
+    wd, _ = tiny_run
+    root = wd / "results" / "tiny"
+    for path in root.glob("finetuned/*/standard/seed0/*/*/r0.50/metrics.json"):
+        m = json.loads(path.read_text())
+        assert m["stage"] == "finetuned" and m["ratio_requested"] == 0.5
+        assert m["top1_test_before_finetune"] is not None
+        if m["granularity"] == "unstructured":
+            assert m["sparsity_achieved"] == pytest.approx(0.5, abs=0.02)
+        else:
+            assert m["macs_effective"] < m["macs_dense"] and m["params_total"] == m["params_nonzero"]
+
+
+def test_mlflow_has_one_run_per_job_with_tags(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    wd, _ = tiny_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{wd / 'results' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    jobs = list((wd / "results" / "tiny").rglob("run.json"))
+    assert len(runs) == len(jobs) == 18
+    by_job = {r.data.tags["prunelab.job_id"]: r for r in runs}
+    base = by_job["train_baseline/arch=mlp/regime=standard/seed=0"]
+    child = by_job["finetune/arch=mlp/regime=standard/seed=0/method=magnitude/granularity=unstructured/ratio=0.50"]
+    assert child.data.tags["mlflow.parentRunId"] == base.info.run_id
+    for r in runs:
+        assert r.data.tags["git_commit"] and r.data.tags["config_hash"] and r.data.tags["arch"]
+    assert "top1_val" in base.data.metrics and "train.lr" in base.data.params
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    wd, _ = tiny_run
+    assert jobs_planned(wd) == {}
+
+
+def test_new_ratio_runs_only_its_jobs(tiny_run):
+    wd, _ = tiny_run
+    cfg = yaml.safe_load((wd / "tiny.yaml").read_text())
+    cfg["granularities"]["unstructured"].append(0.8)
+    (wd / "more.yaml").write_text(yaml.safe_dump(cfg))
+    planned = jobs_planned(wd, "--configfile", "more.yaml")
+    assert planned == {"prune": 4, "finetune": 4, "report": 1, "track": 1}
+
+
+def test_finetune_settings_do_not_retrain_baselines(tiny_run):
+    wd, _ = tiny_run
+    cfg = yaml.safe_load((wd / "tiny.yaml").read_text())
+    cfg["finetune"]["lr"] = 0.02
+    (wd / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    planned = jobs_planned(wd, "--configfile", "ft.yaml")
+    assert planned == {"finetune": 8, "report": 1, "track": 1}
