@@ -14,7 +14,7 @@ SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG)
 EXPERIMENT = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['experiment'])")
 MLFLOW_PORT ?= 5000
 
-.PHONY: venv run test unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean
+.PHONY: venv run test unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean conda-env
 
 venv: $(VENV)/.synced
 
@@ -62,3 +62,9 @@ mlflow-sync: venv
 
 clean:
 	rm -rf results/* .snakemake
+
+requirements.lock: uv.lock
+	uv export --locked --no-dev --no-emit-project --format requirements-txt -o $@
+
+conda-env:
+	conda env create -f environment.yml && conda run -n prunelab pip install --no-deps -e .
