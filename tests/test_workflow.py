@@ -99,3 +99,18 @@ def test_finetune_settings_do_not_retrain_baselines(tiny_run):
     (wd / "ft.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(wd, "--configfile", "ft.yaml")
     assert planned == {"finetune": 8, "report": 1, "track": 1}
+
+
+def test_report_regenerates_alone(tiny_run):
+    wd, _ = tiny_run
+    report = wd / "results" / "tiny" / "report"
+    backup = wd / "report.bak"
+    shutil.copytree(report, backup)
+    shutil.rmtree(report)
+    target = "results/tiny/report/tables/results.csv"
+    assert jobs_planned(wd, target) == {"report": 1}
+    snakemake(wd, "--configfile", "tiny.yaml", "--cores", "1", target)
+    for f in backup.rglob("*"):
+        if f.is_file():
+            assert (report / f.relative_to(backup)).exists(), f
+    assert (report / "tables" / "results.csv").read_text() == (backup / "tables" / "results.csv").read_text()
