@@ -24,7 +24,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@touch $@
 
 run: venv
-	$(SNAKEMAKE) --cores $(CORES)
+	$(SNAKEMAKE) --cores $(CORES) --rerun-incomplete
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run

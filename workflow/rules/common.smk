@@ -76,10 +76,29 @@ def ratios(granularity):
     return [fmt_ratio(r) for r in config["granularities"].get(granularity, [])]
 
 
-def methods_for(granularity):
+def regime_archs(regime):
+    """Architectures trained in `regime` (pat may be limited to some, config regularizer.archs)."""
+    limit = config["regularizer"].get("archs") if regime == "pat" else None
+    return [a for a in ARCHS if not limit or a in limit]
+
+
+def regime_methods(regime):
+    """Methods run after training in `regime` (pat may be limited, config regularizer.methods)."""
+    limit = config["regularizer"].get("methods") if regime == "pat" else None
+    return [m for m in METHODS if not limit or m in limit]
+
+
+def methods_for(granularity, regime="standard"):
     return [
-        m for m in METHODS if granularity == "structured" or m not in STRUCTURED_ONLY
+        m
+        for m in regime_methods(regime)
+        if granularity == "structured" or m not in STRUCTURED_ONLY
     ]
+
+
+def baseline_combos():
+    """(arch, regime, seed) of every baseline."""
+    return [(a, g, s) for g in REGIMES for a in regime_archs(g) for s in SEEDS]
 
 
 wildcard_constraints:
@@ -99,11 +118,9 @@ def prune_combos():
     """(arch, regime, seed, method, granularity, ratio) for every pruned model of the experiment."""
     return [
         (a, g, s, m, gr, r)
-        for a in ARCHS
-        for g in REGIMES
-        for s in SEEDS
+        for a, g, s in baseline_combos()
         for gr in ("unstructured", "structured")
-        for m in methods_for(gr)
+        for m in methods_for(gr, g)
         for r in ratios(gr)
     ]
 
@@ -112,9 +129,7 @@ def stage_metrics(stage):
     if stage == "baseline":
         return [
             f"{R}/baseline/{a}/{g}/seed{s}/metrics.json"
-            for a in ARCHS
-            for g in REGIMES
-            for s in SEEDS
+            for a, g, s in baseline_combos()
         ]
     return [
         f"{R}/{stage}/{a}/{g}/seed{s}/{m}/{gr}/r{r}/metrics.json"
@@ -125,10 +140,8 @@ def stage_metrics(stage):
 def score_files():
     return [
         f"{R}/scores/{a}/{g}/seed{s}/{m}.pt"
-        for a in ARCHS
-        for g in REGIMES
-        for s in SEEDS
-        for m in METHODS
+        for a, g, s in baseline_combos()
+        for m in regime_methods(g)
     ]
 
 

@@ -14,7 +14,7 @@ rule collect_stats:
     params:
         **common_params(),
         stats=config["stats"],
-        methods=METHODS,
+        methods=lambda wc: regime_methods(wc.regime),
         stat_configs=stat_configs(),
     script:
         "../../scripts/collect_stats.py"
