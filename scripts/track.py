@@ -1,5 +1,6 @@
 """Rule track (deferred mode): log every finished job to MLflow in this one process; idempotent."""
 import json
+from pathlib import Path
 
 from prunelab.io import save_json
 from prunelab.jobs import setup_logging
@@ -8,5 +9,6 @@ from prunelab.tracking import sync_results
 setup_logging(snakemake.log[0])
 with open(snakemake.params.tracking_file) as fh:
     settings = json.load(fh)
-counts = sync_results(snakemake.params.results, settings["uri"], settings["experiment"])
+results_dir = Path(snakemake.output[0]).parent.parent  # results/{exp}/tracking/synced.json
+counts = sync_results(results_dir, settings["uri"], settings["experiment"])
 save_json({"uri": settings["uri"], "experiment": settings["experiment"], **counts}, snakemake.output[0])

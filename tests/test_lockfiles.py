@@ -37,3 +37,12 @@ def test_environment_yml_installs_the_lock():
                                   "matplotlib", "snakemake-executor-plugin-slurm"])
 def test_core_packages_are_locked(name):
     assert f"\n{name}==" in "\n" + (REPO / "requirements.lock").read_text()
+
+
+def test_rule_conda_env_installs_the_lock_and_the_project():
+    env = yaml.safe_load((REPO / "workflow/envs/prunelab.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "--require-hashes" in pip and "-r ../../requirements.lock" in pip
+    assert (REPO / "workflow/envs" / "../../requirements.lock").resolve() == REPO / "requirements.lock"
+    deploy = (REPO / "workflow/envs/prunelab.post-deploy.sh").read_text()
+    assert "pip install --no-deps -e" in deploy

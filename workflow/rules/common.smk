@@ -145,9 +145,86 @@ def score_files():
     ]
 
 
+# Gradual FRS channel pruning while training (Aketi et al. 2020): one job per arch x seed x ratio, from random init.
+# Models without a convolution (mlp, lenet300_100) have no channels to prune: left out unless named in gradual.archs.
+DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
+# What changes a gradual model (enabled / ratios / archs only pick jobs).
+GRADUAL_JOB_KEYS = ("interval", "stop_epoch", "channels_per_step", "ignore_layers")
+
+
+def gradual_archs():
+    """gradual.archs, or every conv arch of the experiment when empty; names must be config archs."""
+    names = config["gradual"]["archs"]
+    if not names:
+        return [a for a in ARCHS if config["archs"][a]["name"] not in DENSE_ONLY_MODELS]
+    unknown = [a for a in names if a not in ARCHS]
+    if unknown:
+        raise WorkflowError(
+            f"invalid config: gradual.archs names {unknown}, not in archs ({ARCHS})"
+        )
+    return list(names)
+
+
+def gradual_ratios():
+    """gradual.ratios, or the experiment's structured ratios when empty."""
+    g = config["gradual"]["ratios"] or config["granularities"].get("structured", [])
+    return [fmt_ratio(r) for r in g]
+
+
+def gradual_metrics():
+    """metrics.json of every gradual model (none unless gradual.enabled)."""
+    if not config["gradual"]["enabled"]:
+        return []
+    return [
+        f"{R}/gradual/{a}/seed{s}/frs/r{r}/metrics.json"
+        for a in gradual_archs()
+        for s in SEEDS
+        for r in gradual_ratios()
+    ]
+
+
+# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init for
+# train.epochs + finetune.epochs, with the baseline recipe of its regime.
+
+
+def scratch_methods():
+    """scratch.methods; each must be a method of the experiment (its pruned models are the input)."""
+    names = config["scratch"]["methods"]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise WorkflowError(
+            f"invalid config: scratch.methods names {unknown}, not in methods ({METHODS})"
+        )
+    return list(names)
+
+
+def scratch_ratios():
+    """scratch.ratios, or the experiment's structured ratios when empty."""
+    g = config["scratch"]["ratios"] or config["granularities"].get("structured", [])
+    return [fmt_ratio(r) for r in g]
+
+
+def scratch_metrics():
+    """metrics.json of every scratch model (none unless scratch.enabled)."""
+    if not config["scratch"]["enabled"]:
+        return []
+    return [
+        f"{R}/scratch/{a}/{g}/seed{s}/{m}/structured/r{r}/metrics.json"
+        for a in ARCHS
+        for g in REGIMES
+        for s in SEEDS
+        for m in scratch_methods()
+        for r in scratch_ratios()
+    ]
+
+
 def all_metrics():
     return (
-        stage_metrics("baseline") + stage_metrics("pruned") + stage_metrics("finetuned")
+        stage_metrics("baseline")
+        + stage_metrics("pruned")
+        + stage_metrics("finetuned")
+        + gradual_metrics()
+        + scratch_metrics()
     )
 
 

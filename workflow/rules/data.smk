@@ -5,6 +5,8 @@ rule prepare_data:
         f"{R}/logs/prepare_data/{DATASET}.log",
     benchmark:
         f"{R}/benchmarks/prepare_data/{DATASET}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
     params:
         dataset=config["dataset"],
     script:

@@ -11,6 +11,8 @@ rule finetune:
         f"{R}/logs/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
     threads: config["threads"]
     resources:
         **job_resources(),

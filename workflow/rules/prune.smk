@@ -10,6 +10,8 @@ rule prune:
         f"{R}/logs/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.log",
     benchmark:
         f"{R}/benchmarks/prune/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/{{granularity}}/r{{ratio}}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
     threads: config["threads"]
     params:
         **common_params(),

@@ -28,6 +28,8 @@ rule report:
         ),
     log:
         f"{R}/logs/report.log",
+    conda:
+        "../envs/prunelab.yaml"
     params:
         experiment=EXP,
         reference=config["reference"],
@@ -42,8 +44,9 @@ rule track:
         f"{R}/tracking/synced.json",
     log:
         f"{R}/logs/track.log",
+    conda:
+        "../envs/prunelab.yaml"
     params:
         tracking_file=TRACKING_FILE,
-        results=R,
     script:
         "../../scripts/track.py"

@@ -6,6 +6,8 @@ rule score:
         scores=f"{R}/scores/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.pt",
     log:
         f"{R}/logs/score/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.log",
+    conda:
+        "../envs/prunelab.yaml"
     params:
         method_config=lambda wc: config["methods"][wc.method] or {},
     script:

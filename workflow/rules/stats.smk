@@ -8,6 +8,8 @@ rule collect_stats:
         f"{R}/logs/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/collect_stats/{{arch}}/{{regime}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
     threads: config["threads"]
     resources:
         **job_resources(),

@@ -8,6 +8,8 @@ rule train_baseline:
         f"{R}/logs/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train_baseline/{{arch}}/{{regime}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
     threads: config["threads"]
     resources:
         **job_resources(),

@@ -1,0 +1,191 @@
+"""Gradual FRS pruning while training (prunelab.gradual, rule train_gradual) against hand references."""
+import json
+import re
+import shutil
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from conftest import TINY, make_workdir, snakemake
+from prunelab.data import prepare_dataset
+from prunelab.gradual import (ChannelKeeper, GradualFRS, auto_ignore, cumulative_targets, pruning_epochs,
+                              train_gradual)
+from prunelab.io import load_model
+from prunelab.models import build_model
+from prunelab.pipeline import architecture_for, split_tensors
+from prunelab.records import METRICS_KEYS
+from prunelab.train import SGD, seed_everything, train_model
+
+CNN = {"name": "cnn", "options": {"widths": [8, 8, 8]}}
+CONVS = ("conv1", "conv2", "conv3")
+TRAIN = {"epochs": 4, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
+
+
+def zero_channels(model) -> set:
+    """(layer, channel) of the cnn whose conv row and BN weight and bias are all exactly zero."""
+    mods = dict(model.named_modules())
+    out = set()
+    for i, conv in enumerate(CONVS, start=1):
+        w, bn = mods[conv].weight.detach(), mods[f"bn{i}"]
+        for c in range(w.shape[0]):
+            if (w[c] == 0).all() and bn.weight[c] == 0 and bn.bias[c] == 0:
+                out.add((conv, c))
+    return out
+
+
+def test_schedule_and_budget():
+    assert pruning_epochs(2, 6, 10) == [2, 4, 6]
+    assert pruning_epochs(2, None, 10) == [2, 4]          # stop_epoch null: half the run
+    assert pruning_epochs(3, 7, 8) == [3, 6]
+    for bad in ((2, 10, 10), (4, 3, 10), (0, 3, 10)):
+        with pytest.raises(ValueError):
+            pruning_epochs(*bad)
+    assert cumulative_targets(10, 3) == [3, 7, 10]        # round(10 k / 3)
+    assert cumulative_targets(10, 3, 4) == [4, 8, 10]     # x per step, the last takes the rest
+    with pytest.raises(ValueError, match="cannot reach"):
+        cumulative_targets(10, 2, 4)
+
+
+def test_keeper_holds_channels_through_momentum_and_weight_decay():
+    seed_everything(0)
+    model = build_model({**CNN, "in_shape": [1, 8, 8], "num_classes": 10, "shapes": None})
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-3)
+
+    def step(after=None):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if after:
+            after()
+
+    for _ in range(3):  # momentum buffers of every channel nonzero before pruning
+        step()
+    keeper = ChannelKeeper(model, list(CONVS), {f"conv{i}": f"bn{i}" for i in (1, 2, 3)})
+    keeper.prune({"conv1": torch.tensor([1, 3]), "conv2": torch.tensor([0])})
+    pruned = {("conv1", 1), ("conv1", 3), ("conv2", 0)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(5):
+        step(keeper.apply)
+        assert zero_channels(model) == pruned
+    assert not torch.equal(before["conv1.weight"][0], model.conv1.weight[0])  # live channels train
+    acts = {}
+    model.relu1.register_forward_hook(lambda m, i, o: acts.__setitem__(m.training, o))
+    model.train()(x), model.eval()(x)
+    for mode in (True, False):  # a masked channel outputs exactly 0 after BN + ReLU, train and eval mode
+        assert (acts[mode][:, [1, 3]] == 0).all() and (acts[mode][:, [0, 2]] != 0).any()
+
+
+def test_each_step_masks_exactly_x_lowest_frs_channels_and_they_stay_zero(data):
+    from prunelab.methods import score_model
+    from prunelab.pipeline import calibration_subset
+    from prunelab.stats import collect_statistics
+
+    arch = architecture_for(CNN, data)
+    seed_everything(0)
+    model = build_model(arch)
+    cfg = {"interval": 1, "stop_epoch": 3, "channels_per_step": 4}
+    stats_cfg = {"samples": 64, "batch_size": 32}
+    pruner = GradualFRS(model, "cnn", data, 0.5, TRAIN["epochs"], cfg, None, stats_cfg, 0, "cpu")
+    assert pruner.n_total == 24 and pruner.cumulative == [4, 8, 12]
+    xc, yc = calibration_subset(data, 64, 0)
+    steps, ends = [], []
+
+    def before_epoch(epoch, m):
+        zero0 = zero_channels(m)
+        stats = collect_statistics(m, xc, yc, {"relevance"}, 10, 32)
+        sc = score_model(m, stats, "frs", {})["layers"]
+        pruner.before_epoch(epoch, m)
+        if epoch in pruner.epochs_at:
+            # reference: the 4 lowest L2-normalised scores among live channels, one global ranking
+            cand = [(float(sc[n]["structured"][c] / sc[n]["structured"].norm()), k, c)
+                    for k, n in enumerate(CONVS) for c in range(8) if (n, c) not in zero0]
+            lowest = {(CONVS[k], c) for _, k, c in sorted(cand)[:4]}
+            steps.append((zero0, zero_channels(m), lowest))
+
+    train_model(model, data, {**TRAIN, "select": "last"}, "cpu", 0, after_step=pruner.after_step,
+                before_epoch=before_epoch, on_epoch=lambda r: ends.append(zero_channels(model)))
+    assert len(steps) == 3
+    for k, (z0, z1, lowest) in enumerate(steps):
+        assert z0 <= z1 and len(z1 - z0) == 4 and len(z1) == 4 * (k + 1)
+        assert z1 - z0 == lowest
+    assert ends == [set(), steps[0][1], steps[1][1], steps[2][1]]  # zero through every optimiser step
+
+    masked = model.eval()
+    pruned, new_arch, info = pruner.finish(model, arch)
+    x, _ = split_tensors(data, "test")
+    with torch.no_grad():
+        ref = masked(x)
+        assert torch.allclose(pruned.eval()(x), ref, atol=1e-5)
+        rebuilt = build_model(new_arch)
+        rebuilt.load_state_dict(pruned.state_dict(), strict=True)
+        assert torch.allclose(rebuilt.eval()(x), ref, atol=1e-5)
+    kept = {n: 8 - sum(1 for l, _ in steps[-1][1] if l == n) for n in CONVS}
+    assert {n: new_arch["shapes"][n]["out"] for n in CONVS} == kept
+    assert info["n_removed"] == 12 and info["ratio_achieved"] == 0.5
+
+
+def test_train_gradual_selects_after_last_step(data):
+    recs = []
+    model, arch, info, result = train_gradual(data, CNN, {**TRAIN, "epochs": 5}, {"interval": 2, "stop_epoch": 2},
+                                              0.25, 1, "cpu", stats_cfg={"samples": 64, "batch_size": 64},
+                                              on_epoch=recs.append)
+    assert info["pruning_epochs"] == [2] and info["n_removed"] == 6      # round(0.25 × 24) in one step
+    assert [r["channels_pruned"] for r in recs] == [0, 0, 6, 6, 6]
+    assert result.best_epoch >= 3
+    assert result.best_top1_val == max(r["top1_val"] for r in recs[2:])
+    assert sum(m.weight.shape[0] for n, m in model.named_modules() if n in CONVS) == 18
+
+
+def test_never_pruned_layers(data):
+    vgg = build_model({"name": "vgg11", "options": {}, "in_shape": [1, 8, 8], "num_classes": 10})
+    assert auto_ignore(vgg, "vgg11") == ["features.0", "features.4"] and auto_ignore(vgg, "cnn") == []
+    cfg = {"interval": 1, "stop_epoch": 1}
+    p = GradualFRS(vgg, "vgg11", data, 0.5, 3, cfg, None, {"samples": 8, "batch_size": 8}, 0, "cpu")
+    convs = [n for n, m in vgg.named_modules() if isinstance(m, nn.Conv2d)]
+    assert sorted(n for g in p.groups for n in g["members"]) == sorted(convs[2:])  # no classifier, no first 2
+    res = build_model({"name": "resnet20", "options": {}, "in_shape": [1, 8, 8], "num_classes": 10})
+    p = GradualFRS(res, "resnet20", data, 0.5, 3, cfg, None, {"samples": 8, "batch_size": 8}, 0, "cpu")
+    inner = [n for n, _ in res.named_modules() if re.fullmatch(r"layer\d\.\d\.conv1", n)]
+    assert len(inner) == 9 and sorted(n for g in p.groups for n in g["members"]) == sorted(inner)
+    with pytest.raises(ValueError, match="ignore_layers"):
+        GradualFRS(res, "resnet20", data, 0.5, 3, {**cfg, "ignore_layers": ["nope"]}, None,
+                   {"samples": 8, "batch_size": 8}, 0, "cpu")
+
+
+@pytest.mark.e2e
+def test_workflow_writes_gradual_metrics(tmp_path):
+    wd = make_workdir(tmp_path / "wd")
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["gradual"] = {"enabled": True, "ratios": [0.5], "interval": 1, "stop_epoch": 2, "archs": ["cnn"]}
+    (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = f"results/{cfg['experiment']}/gradual/cnn/seed0/frs/r0.50"
+    snakemake(wd, "--configfile", "cfg.yaml", "--cores", "2", f"{out}/metrics.json")
+    rec = json.loads((wd / out / "metrics.json").read_text())
+    assert set(METRICS_KEYS) <= set(rec)
+    assert (rec["stage"], rec["method"], rec["granularity"], rec["ratio_requested"]) == \
+        ("gradual", "frs", "structured", 0.5)
+    assert rec["epochs"] == cfg["train"]["epochs"] and rec["wall_s"] > 0 and 0 <= rec["top1_test"] <= 100
+    assert rec["macs_effective"] < rec["macs_dense"] and rec["params_total"] < rec["params_total"] * rec["compression"]
+    assert rec["ratio_achieved"] == 0.5 and rec["pruning_epochs"] == [1, 2]
+    model, arch, _ = load_model(wd / out / "model.pt")
+    widths = cfg["archs"]["cnn"]["options"]["widths"]
+    assert sum(arch["shapes"][n]["out"] for n in CONVS) == sum(widths) // 2
+    assert (wd / out / "run.json").exists()
+    assert (wd / f"results/{cfg['experiment']}/logs/train_gradual/cnn/seed0/frs/r0.50.log").exists()
+    shutil.rmtree(wd / "results")

@@ -1,0 +1,29 @@
+# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init for
+# train.epochs + finetune.epochs, with the baseline recipe of its regime. Targets: scratch_metrics() in common.smk.
+
+
+rule train_scratch:
+    input:
+        data=DATA_FILE,
+        dense=f"{R}/baseline/{{arch}}/{{regime}}/seed{{seed}}/model.pt",
+        pruned=f"{R}/pruned/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/structured/r{{ratio}}/model.pt",
+    output:
+        model=f"{R}/scratch/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/structured/r{{ratio}}/model.pt",
+        metrics=f"{R}/scratch/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/structured/r{{ratio}}/metrics.json",
+    log:
+        f"{R}/logs/train_scratch/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/r{{ratio}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_scratch/{{arch}}/{{regime}}/seed{{seed}}/{{method}}/r{{ratio}}.tsv"
+    conda:
+        "../envs/prunelab.yaml"
+    threads: config["threads"]
+    resources:
+        **job_resources(),
+    params:
+        **common_params(),
+        train=train_config,
+        finetune_epochs=config["finetune"]["epochs"],
+        regularizer=regularizer_config,
+        latency=config["latency"],
+    script:
+        "../../scripts/train_scratch.py"
