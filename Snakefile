@@ -17,6 +17,9 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/gradual.smk"
+include: "workflow/rules/scratch.smk"
+include: "workflow/rules/space.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -210,10 +210,9 @@ def scratch_metrics():
         return []
     return [
         f"{R}/scratch/{a}/{g}/seed{s}/{m}/structured/r{r}/metrics.json"
-        for a in ARCHS
-        for g in REGIMES
-        for s in SEEDS
+        for a, g, s in baseline_combos()
         for m in scratch_methods()
+        if m in regime_methods(g)
         for r in scratch_ratios()
     ]
 
@@ -225,6 +224,7 @@ def all_metrics():
         + stage_metrics("finetuned")
         + gradual_metrics()
         + scratch_metrics()
+        + SPACE_METRICS
     )
 
 
@@ -232,7 +232,7 @@ def all_targets():
     targets = [f"{R}/report/tables/results.csv"]
     if config["tracking"]["mode"] == "deferred":
         targets.append(f"{R}/tracking/synced.json")
-    return targets
+    return targets + SPACE_SUMMARIES
 
 
 def common_params(**extra):

@@ -82,13 +82,14 @@ def space_edf(df: pd.DataFrame):
 
 
 def space_scatter(df: pd.DataFrame):
-    """Pruning-space test error vs kept MACs and kept params, coloured by MACs regime."""
+    """Pruning-space test error vs kept MACs and vs the MACs/params ratio (the pruning-spaces conjecture: good
+    subnetworks share a near-optimal MACs-to-parameter ratio), coloured by MACs regime."""
     d = _space(df)
     if d.empty:
         return "no pruning-space samples (stage 'space')"
     num = lambda c: pd.to_numeric(d[c], errors="coerce").astype(float) if c in d else np.nan  # noqa: E731
     d["macs_ratio"] = num("macs_effective") / num("macs_dense")
-    d["params_ratio"] = num("params_nonzero") / num("params_total")
+    d["mp_ratio"] = num("macs_effective") / num("params_nonzero")
     archs = list(dict.fromkeys(zip(d["dataset"], d["arch"])))
     fig, axes = new_figure(len(archs), 2)
     import matplotlib
@@ -97,18 +98,18 @@ def space_scatter(df: pd.DataFrame):
     for i, (ds, arch) in enumerate(archs):
         p = d[(d["dataset"] == ds) & (d["arch"] == arch)]
         regimes = sorted(p["sr"].dropna().unique()) or [None]
-        for j, (col, name) in enumerate((("macs_ratio", "MACs"), ("params_ratio", "params"))):
+        for j, (col, name) in enumerate((("macs_ratio", "MACs"), ("mp_ratio", "MACs/params"))):
             ax = axes[i, j]
             for k, sr in enumerate(regimes):
                 q = p if sr is None else p[p["sr"] == sr]
                 q = q[np.isfinite(q[col])]
                 ax.scatter(q[col], q["error"], s=14, alpha=0.8, color=cmap(0.85 * k / max(1, len(regimes) - 1)),
                            label="all samples" if sr is None else f"MACs keep {float(sr):.2f}")
-            ax.set_xlabel("kept MACs (effective / dense)" if name == "MACs" else "kept params (nonzero / total)")
+            ax.set_xlabel("kept MACs (effective / dense)" if name == "MACs" else "MACs per parameter (MACs / params)")
             ax.set_ylabel("top-1 error (%)")
             ax.set_title(f"{arch} · {ds}: error vs {name} ratio", fontsize="medium")
             ax.grid(alpha=0.3)
-    fig.suptitle("Pruning space: error vs kept MACs and params")
+    fig.suptitle("Pruning space: error vs kept MACs and vs MACs/params ratio")
     legend_outside(fig, axes.ravel())
     return fig
 
