@@ -1,0 +1,99 @@
+"""Pruning stages: one-shot and iterative schedules, the shared fine-tuning budget, bad requests refused early."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prunelab.data import prepare_dataset
+from prunelab.io import load_model, save_model
+from prunelab.methods import score_model
+from prunelab.pipeline import train_baseline
+from prunelab.stages import finetune_model, finetune_split, masks_hold, prune_model, rescorer
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = prepare_dataset("digits", "unused", val_fraction=0.2, max_train=200)
+    model, arch, _ = train_baseline(data, {"name": "cnn", "options": {"widths": [4, 8, 8]}},
+                                    {"epochs": 2, "batch_size": 32, "lr": 0.05}, seed=0, device=CPU)
+    return data, model, arch
+
+
+def test_finetune_budget_is_shared_by_iterative_rounds():
+    ft = {"epochs": 10}
+    assert finetune_split(ft, {"schedule": "oneshot"}) == (0, 10)
+    per_round, last = finetune_split(ft, {"schedule": "iterative", "iterative_steps": 3})
+    assert (per_round, last) == (3, 4) and 2 * per_round + last == 10
+
+
+def test_iterative_reaches_target_with_nested_masks(trained):
+    data, model, arch = trained
+    scores = score_model(model, None, "magnitude")
+    seen = []
+    cfg = {"schedule": "iterative", "iterative_steps": 3, "scope": "global"}
+    pruned, _, masks, info = prune_model(model, arch, scores, "unstructured", 0.8, data, cfg, CPU, seed=0,
+                                         rescore=lambda m: seen.append(1) or score_model(m, None, "magnitude"),
+                                         finetune_cfg={"epochs": 3, "batch_size": 32, "lr": 0.01})
+    assert info["rounds"] == 3 and len(seen) == 2  # re-scored before rounds 2 and 3
+    assert info["sparsity_achieved"] == pytest.approx(0.8, abs=0.01)
+    assert masks_hold(pruned, masks)
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), trained[1].state_dict().values()))
+
+
+def test_iterative_rescore_recollects_statistics(trained):
+    data, model, arch = trained
+    rescore = rescorer("screening", {"lambda": 0.5}, data, {"samples": 64, "batch_size": 32}, 0, CPU)
+    scores = rescore(model)
+    assert scores["method"] == "screening" and set(scores["layers"]) == {"conv1", "conv2", "conv3", "fc"}
+
+
+def test_oneshot_unstructured_then_finetune_keeps_masks(trained, tmp_path):
+    data, model, arch = trained
+    scores = score_model(model, None, "magnitude")
+    pruned, _, masks, info = prune_model(model, arch, scores, "unstructured", 0.5, data, {}, CPU, seed=0)
+    finetune_model(pruned, masks, data, {"batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
+                   epochs=2, device=CPU, seed=0)
+    assert masks_hold(pruned, masks)
+
+
+def test_structured_checkpoint_reloads_in_a_fresh_process(trained, tmp_path):
+    data, model, arch = trained
+    scores = score_model(model, None, "magnitude")
+    pruned, new_arch, _, info = prune_model(model, arch, scores, "structured", 0.5, data, {}, CPU, seed=0)
+    assert sum(m.out_channels for n, m in pruned.named_modules() if n.startswith("conv")) < 4 + 8 + 8
+    path = tmp_path / "model.pt"
+    save_model(path, pruned, new_arch)
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    code = ("import sys, torch; from prunelab.io import load_model; m, _, _ = load_model(sys.argv[1]); m.eval(); "
+            "torch.save(m(torch.load(sys.argv[2])).detach(), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True)
+    pruned.eval()
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), pruned(x).detach(), rtol=0, atol=0)
+    reloaded, _, _ = load_model(path)
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in pruned.parameters())
+
+
+@pytest.mark.parametrize("ratio,granularity,cfg,needle", [
+    (0.0, "unstructured", {}, "ratio"),
+    (1.0, "structured", {}, "ratio"),
+    (0.5, "diagonal", {}, "granularity"),
+    (0.5, "structured", {"schedule": "iterative"}, "iterative"),
+])
+def test_bad_requests_fail_before_work(trained, ratio, granularity, cfg, needle):
+    data, model, arch = trained
+    with pytest.raises(ValueError, match=needle):
+        prune_model(model, arch, score_model(model, None, "magnitude"), granularity, ratio, data, cfg, CPU, 0)
+
+
+def test_scores_of_another_architecture_are_refused(trained):
+    data, model, arch = trained
+    from prunelab.models import build_model
+
+    other = build_model({"name": "mlp", "options": {"hidden": [16]}, "in_shape": [1, 8, 8], "num_classes": 10})
+    with pytest.raises(ValueError, match="layer"):
+        prune_model(model, arch, score_model(other, None, "magnitude"), "unstructured", 0.5, data, {}, CPU, 0)
