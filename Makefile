@@ -5,12 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONHASHSEED := 0
+# The greedy scheduler: the default ILP one solves an optimisation problem at every scheduling round, which
+# PruneLab (no scarce resources to pack on one machine) does not need with hundreds of small jobs.
 # PYTHONDONTWRITEBYTECODE may be set by the machine: the venv is byte-compiled once at install (--compile-bytecode)
 # so that each of the workflow's many short jobs does not recompile torch from source (about 2 s a process).
 unexport PYTHONDONTWRITEBYTECODE
 CONFIG ?= config/config.yaml
 CORES ?= all
-SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG)
+SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG) --scheduler greedy
 EXPERIMENT = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['experiment'])")
 MLFLOW_PORT ?= 5000
 
