@@ -26,7 +26,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@touch $@
 
 run: venv
-	$(SNAKEMAKE) --cores $(CORES) --rerun-incomplete
+	$(SNAKEMAKE) --cores $(CORES) --rerun-incomplete $(if $(GPUS),--resources gpu=$(GPUS),)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run
@@ -43,12 +43,13 @@ lint: venv
 report: venv
 	$(SNAKEMAKE) --cores $(CORES) --report results/report.zip
 
+BENCH_CONFIG ?= config/config.yaml
 bench: venv
 	mkdir -p results/bench
 	$(BIN)/python benchmarks/stats_overhead.py
 	$(BIN)/python benchmarks/structured_speedup.py
-	@for b in benchmarks/training_throughput.py benchmarks/pipeline_overhead.py; do \
-		[ ! -f $$b ] || $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/pipeline_overhead.py --config $(BENCH_CONFIG)
 
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --port $(MLFLOW_PORT)

@@ -1,12 +1,12 @@
 """Rule collect_stats: one calibration pass over the train split → stats.pt (what the methods declare)."""
 from prunelab.data import load_prepared
 from prunelab.io import load_model
-from prunelab.jobs import setup_logging
+from prunelab.jobs import end_process, start_script
 from prunelab.pipeline import collect_baseline_statistics
 from prunelab.stats import save_statistics
 from prunelab.train import pick_device
 
-setup_logging(snakemake.log[0])
+start_script(snakemake)
 p = snakemake.params
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)
@@ -14,3 +14,4 @@ model, arch, _ = load_model(snakemake.input.model, device)
 stats = collect_baseline_statistics(model, data, p.methods, p.stat_configs, p.stats, int(snakemake.wildcards.seed),
                                     device)
 save_statistics(stats, snakemake.output.stats)
+end_process()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from prunelab.data import load_prepared
 from prunelab.io import load_json, load_model, save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.pipeline import dense_reference, model_fields
 from prunelab.stages import finetune_model, finetune_split, masks_hold, val_and_test
 from prunelab.train import pick_device
@@ -30,3 +30,4 @@ job.finish(job.record(stage="finetuned", epochs=epochs, schedule=p.prune["schedu
                       wall_s=result.wall_s if result else 0.0,
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)
+end_process()

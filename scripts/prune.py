@@ -3,7 +3,7 @@ from pathlib import Path
 
 from prunelab.data import load_prepared
 from prunelab.io import load_model, load_torch, save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.pipeline import dense_reference, model_fields
 from prunelab.stages import prune_model, rescorer, val_and_test
 from prunelab.train import pick_device
@@ -28,3 +28,4 @@ job.finish(job.record(stage="pruned", epochs=0, schedule=p.prune["schedule"], la
                       method_config=p.method_config, prune_rounds=info.get("rounds", 1),
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)
+end_process()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from prunelab.data import load_prepared
 from prunelab.io import load_model, save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.pipeline import calibration_subset, dense_reference, model_fields
 from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
 from prunelab.stages import finetune_model, val_and_test
@@ -34,3 +34,4 @@ job.finish(job.record(stage="space", regime="standard", granularity="structured"
                       best_epoch=result.best_epoch if result else None,
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)
+end_process()

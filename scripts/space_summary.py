@@ -2,10 +2,10 @@
 import csv
 
 from prunelab.io import load_json, save_json
-from prunelab.jobs import setup_logging
+from prunelab.jobs import start_script
 from prunelab.space import CSV_COLUMNS, csv_row, summarize_space
 
-setup_logging(snakemake.log[0])
+start_script(snakemake)
 wc, p = snakemake.wildcards, snakemake.params
 samples = [load_json(f) for f in snakemake.input.samples]
 structured = [load_json(f) for f in snakemake.input.structured]

@@ -3,10 +3,10 @@ import json
 from pathlib import Path
 
 from prunelab.io import save_json
-from prunelab.jobs import setup_logging
+from prunelab.jobs import start_script
 from prunelab.tracking import sync_results
 
-setup_logging(snakemake.log[0])
+start_script(snakemake)
 with open(snakemake.params.tracking_file) as fh:
     settings = json.load(fh)
 results_dir = Path(snakemake.output[0]).parent.parent  # results/{exp}/tracking/synced.json

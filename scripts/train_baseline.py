@@ -1,7 +1,7 @@
 """Rule train_baseline: train a dense model (regime standard or pat), write model.pt + metrics.json."""
 from prunelab.data import load_prepared
 from prunelab.io import save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.pipeline import model_fields, train_baseline
 from prunelab.records import dense_summary
 from prunelab.train import pick_device
@@ -17,3 +17,4 @@ fields = model_fields(model, data, dense_summary(model, data["in_shape"]), devic
 job.finish(job.record(stage="baseline", top1_val=result.best_top1_val, epochs=p.train["epochs"],
                       best_epoch=result.best_epoch, wall_s=result.wall_s, **fields),
            snakemake.output.metrics)
+end_process()

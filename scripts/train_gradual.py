@@ -5,7 +5,7 @@ from pathlib import Path
 from prunelab.data import load_prepared
 from prunelab.gradual import train_gradual
 from prunelab.io import save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.models import build_model
 from prunelab.pipeline import architecture_for, dense_reference, model_fields, val_top1
 from prunelab.train import pick_device
@@ -26,3 +26,4 @@ job.finish(job.record(stage="gradual", regime="standard", method="frs", granular
                       gradual={k: p.gradual.get(k) for k in ("interval", "stop_epoch", "channels_per_step")},
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **info, **fields),
            snakemake.output.metrics)
+end_process()

@@ -5,7 +5,7 @@ from pathlib import Path
 from prunelab.data import load_prepared
 from prunelab.gradual import train_scratch
 from prunelab.io import load_model, load_torch, save_model
-from prunelab.jobs import Job
+from prunelab.jobs import Job, end_process
 from prunelab.pipeline import dense_reference, model_fields, val_top1
 from prunelab.train import pick_device
 
@@ -25,3 +25,4 @@ job.finish(job.record(stage="scratch", granularity="structured", top1_val=val_to
                       best_epoch=result.best_epoch, schedule="scratch", layer_kept=pruned.get("layer_kept"),
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)
+end_process()

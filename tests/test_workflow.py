@@ -28,7 +28,7 @@ def jobs_planned(wd, *extra):
     if "Nothing to be done" in out:
         return {}
     table = out[out.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) not in ("total", "all")}
 
 
 def test_results_table_has_a_row_per_model(tiny_run):
@@ -95,7 +95,7 @@ def test_new_ratio_runs_only_its_jobs(tiny_run):
 def test_finetune_settings_do_not_retrain_baselines(tiny_run):
     wd, _ = tiny_run
     cfg = yaml.safe_load((wd / "tiny.yaml").read_text())
-    cfg["finetune"]["lr"] = 0.02
+    cfg["finetune"]["lr"] = 0.03
     (wd / "ft.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(wd, "--configfile", "ft.yaml")
     assert planned == {"finetune": 8, "report": 1, "track": 1}

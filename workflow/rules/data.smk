@@ -1,3 +1,8 @@
+# Local: a download (dataset.download: true) needs the network, which cluster compute nodes often lack.
+localrules:
+    prepare_data,
+
+
 rule prepare_data:
     output:
         DATA_FILE,

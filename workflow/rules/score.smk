@@ -6,6 +6,8 @@ rule score:
         scores=f"{R}/scores/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.pt",
     log:
         f"{R}/logs/score/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/score/{{arch}}/{{regime}}/seed{{seed}}/{{method}}.tsv"
     conda:
         "../envs/prunelab.yaml"
     params:

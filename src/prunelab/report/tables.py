@@ -128,7 +128,7 @@ def _mark(s: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
-REFERENCE_REQUIRED = ("arch", "top1_dense", "top1_pruned", "source")
+REFERENCE_REQUIRED = ("arch", "source")
 
 
 def reference_frame(reference, summary: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -144,9 +144,12 @@ def reference_frame(reference, summary: pd.DataFrame | None = None) -> pd.DataFr
         missing = [k for k in REFERENCE_REQUIRED if ref.get(k) is None]
         if missing:
             raise ValueError(f"config['reference'][{i}] misses {missing}")
+        has_pair = ref.get("top1_dense") is not None and ref.get("top1_pruned") is not None
+        if not has_pair and ref.get("top1_delta") is None:
+            raise ValueError(f"config['reference'][{i}] needs top1_dense and top1_pruned, or top1_delta")
         r = {k: ref.get(k) for k in ("dataset", "arch", "method", "granularity", "ratio", "top1_dense",
                                       "top1_pruned", "compression", "flops_reduction", "source")}
-        r["delta"] = float(ref["top1_pruned"]) - float(ref["top1_dense"])
+        r["delta"] = (float(ref["top1_pruned"]) - float(ref["top1_dense"])) if has_pair else float(ref["top1_delta"])
         r["ours_top1"], r["ours_delta"] = math.nan, math.nan
         if summary is not None and not summary.empty and all(ref.get(k) is not None
                                                              for k in ("method", "granularity", "ratio")):
