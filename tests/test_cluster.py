@@ -1,0 +1,195 @@
+"""Cluster submission: the profiles, and the tiny workflow through a real (single-node, localhost) SLURM.
+
+tests/cluster/setup_slurm.sh starts munged, slurmctld and slurmd from Debian's packages in a private folder; the
+tiny config then runs with `--profile profiles/slurm` (partition set to the local one, sizes shrunk to the node)
+and must give the numbers of a local run. Without root or without the packages the SLURM test skips, saying so;
+with PRUNELAB_REQUIRE_SLURM=1 (set by .ci/run) that skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_faults import (  # shared workflow helpers (see the top of test_faults.py)
+    EXP, REPO, assert_same_results, job_blocks, make_workdir, run_snakemake, tiny_reference,  # noqa: F401
+    tiny_targets, workflow_env,
+)
+
+SCRIPTS = REPO / "tests" / "cluster"
+PROFILES = REPO / "profiles"
+GPU_RULES = {"train_baseline", "finetune", "collect_stats", "train_gradual", "train_scratch", "pruning_space"}
+
+
+# ------------------------------------------------------------------------------------------------- profiles
+
+def declared_localrules() -> set[str]:
+    """The rules the workflow declares `localrules:` (they run on the submit host), plus the target rule `all`."""
+    text = "\n".join(p.read_text() for p in [REPO / "Snakefile", *sorted((REPO / "workflow").rglob("*.smk"))])
+    names = {"all"}
+    for m in re.finditer(r"^localrules:(.*(?:\n[ \t]+.*)*)", text, re.M):
+        names |= set(re.findall(r"\w+", m.group(1)))
+    return names
+
+
+def _dry_run_resources(tmp_path: Path, profile: str) -> dict[str, str]:
+    wd = make_workdir(tmp_path / profile)
+    run = run_snakemake(wd, tiny_targets(), "--dry-run", "--profile", str(PROFILES / profile), cores=None).check()
+    found = {}
+    lines = run.out.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(local)?rule (\w+):\s*$", line)
+        if m:
+            for nxt in lines[i + 1:i + 30]:
+                if nxt.strip().startswith("resources:"):
+                    found.setdefault(m.group(2), nxt.strip())
+                    break
+                if not nxt.startswith(" "):
+                    break
+    return found
+
+
+def test_profiles_load_and_request_gpus_for_training(tmp_path):
+    """Both profiles are valid Snakemake profiles for the whole tiny DAG; the SLURM one gives the training and
+    statistics rules one GPU with more memory and time, and nothing site-specific is set in the rules."""
+    assert not (PROFILES / "default").exists(), "profiles/default/ would apply silently to every run"
+    slurm = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
+    assert slurm["executor"] == "slurm" and slurm["slurm-status-command"] in ("squeue", "sacct")
+    res = _dry_run_resources(tmp_path, "slurm")
+    assert {"train_baseline", "collect_stats", "finetune", "prune"} <= set(res), sorted(res)
+    for rule, line in res.items():
+        if rule in GPU_RULES:
+            assert "gpu=1" in line and "mem_mb=" in line and "runtime=" in line, (rule, line)
+        else:
+            assert "gpu=1" not in line, (rule, line)
+    local = _dry_run_resources(tmp_path, "local")
+    assert local and not [ln for ln in local.values() if "gpu=1" in ln]
+    rules_text = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    assert not re.search(r"slurm_(partition|account)|constraint\s*=", rules_text), "site settings in the rules"
+
+
+# ---------------------------------------------------------------------------------------------------- SLURM
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("PRUNELAB_REQUIRE_SLURM") == "1":
+        pytest.fail(f"PRUNELAB_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A private one-node SLURM on localhost: {SLURM_CONF, PRUNELAB_SLURM_*} of DIR/env; stopped (by the PIDs it
+    recorded) and removed at the end. The folder is not under pytest's tmp: the munge user must reach it."""
+    if os.geteuid() != 0:
+        _skip_or_fail("SLURM test needs root (to start munged, slurmctld and slurmd)")
+    missing = [exe for exe in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
+               if not (shutil.which(exe) or Path("/usr/sbin", exe).exists())]
+    if missing:
+        _skip_or_fail(f"SLURM not installed ({', '.join(missing)} missing; apt-get install slurm-wlm munge)")
+    state = Path(tempfile.mkdtemp(prefix="prunelab-slurm-", dir="/tmp"))
+    pids: dict[str, int] = {}
+    try:
+        start = subprocess.run(["bash", str(SCRIPTS / "setup_slurm.sh"), str(state)], capture_output=True,
+                               text=True, timeout=180)
+        if start.returncode == 2:
+            _skip_or_fail(start.stderr.strip())
+        assert start.returncode == 0, f"setup_slurm.sh failed:\n{start.stdout}\n{start.stderr}"
+        env = dict(line.split("=", 1) for line in (state / "env").read_text().split())
+        env["STATE"] = str(state)
+        pids.update({name: int((state / f).read_text()) for name, f in
+                     (("slurmctld", "slurmctld.pid"), ("slurmd", "slurmd.pid"), ("munged", "munge/munged.pid"))})
+        yield env
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "stop_slurm.sh"), str(state)], timeout=120)
+        still = [n for n, pid in pids.items() if _alive(pid)]
+        shutil.rmtree(state, ignore_errors=True)
+        assert not still, f"stop_slurm.sh left {still} running"
+
+
+def _alive(pid: int) -> bool:
+    """Whether PID runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _test_profile(dest: Path, cluster: dict) -> Path:
+    """profiles/slurm/config.yaml with the site values of this test cluster: its partition, memory requests
+    capped to what the node has, one thread per job (2-CPU machines; also what the local reference used), and
+    status checks every 2 s instead of 40 s. Everything else (executor, status command, retries, ...) is kept."""
+    prof = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
+    cap = max(500, int(cluster["PRUNELAB_SLURM_MEM_MB"]) // 4)
+    defaults = prof.setdefault("default-resources", {})
+    defaults["slurm_partition"] = cluster["PRUNELAB_SLURM_PARTITION"]
+    for key in ("slurm_account", "constraint"):
+        defaults.pop(key, None)
+    defaults["mem_mb"] = min(int(defaults.get("mem_mb", cap)), cap)
+    for res in prof.get("set-resources", {}).values():
+        if "mem_mb" in res:
+            res["mem_mb"] = min(int(res["mem_mb"]), cap)
+        if int(cluster["PRUNELAB_SLURM_GPUS"]) == 0:
+            res.pop("gpu", None)
+    prof["set-threads"] = {rule: 1 for rule in prof.get("set-threads", {})}
+    prof["slurm-init-seconds-before-status-checks"] = 2
+    prof["slurm-status-command"] = "squeue"     # this cluster has no slurmdbd: sacct would never answer
+    dest.mkdir(parents=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    return dest
+
+
+@pytest.mark.cluster
+@pytest.mark.e2e
+def test_tiny_workflow_through_slurm_matches_local_run(slurm_cluster, tiny_reference, tmp_path):
+    """Every non-local job goes through sbatch (a SLURM job id per job in Snakemake's log, each one COMPLETED in
+    SLURM's own records, training jobs holding a GPU), and the numbers equal those of the local run."""
+    cluster = slurm_cluster
+    wd = make_workdir(tmp_path / "wf")
+    profile = _test_profile(tmp_path / "profile", cluster)
+    env = workflow_env(SLURM_CONF=cluster["SLURM_CONF"],
+                       PATH=f"{cluster['PRUNELAB_SLURM_BIN']}{os.pathsep}{workflow_env()['PATH']}:/usr/sbin")
+    run = run_snakemake(wd, tiny_targets(), "--profile", str(profile), cores=None, env=env, timeout=1500)
+    run.check()
+
+    jobs = job_blocks(run.out)
+    remote = [(r, w) for r, w, local in jobs if not local]
+    local = [r for r, _, is_local in jobs if is_local]
+    assert remote, "no job was submitted"
+    declared = declared_localrules()
+    assert set(local) <= declared, f"jobs ran on the submit host: {sorted(set(local) - declared)}"
+    assert not {r for r, _ in remote} & declared
+    assert {"train_baseline", "collect_stats", "score", "prune", "finetune"} <= {r for r, _ in remote}
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", run.out)
+    assert len(submitted) == len(remote), f"{len(remote)} jobs, {len(submitted)} sbatch submissions"
+    slurm_ids = {sid for _, sid in submitted}
+    assert len(slurm_ids) == len(remote)
+
+    # SLURM's own history: squeue keeps finished jobs for MinJobAge; the job completion log keeps them all
+    sq = subprocess.run(["squeue", "-t", "all", "-h", "-O", "JobID:12,State:14,Partition:20,tres-per-job:24,"
+                         "Comment:200"], capture_output=True, text=True, env=env, check=True).stdout
+    seen = {}
+    for line in sq.splitlines():
+        jid, state, part, tres, comment = line.split(None, 4)
+        seen[jid] = (state, part, tres, comment.strip())
+    comp = Path(cluster["STATE"], "log", "jobcomp.txt").read_text()
+    for sid in slurm_ids:
+        assert sid in seen, f"SLURM job {sid} unknown to squeue"
+        state, part, tres, comment = seen[sid]
+        assert state == "COMPLETED" and part == cluster["PRUNELAB_SLURM_PARTITION"], seen[sid]
+        rule = re.match(r"rule_(\w+?)(_wildcards_.*)?$", comment).group(1)
+        if rule in GPU_RULES and int(cluster["PRUNELAB_SLURM_GPUS"]) > 0:
+            assert "gpu:1" in tres, f"{rule} job {sid} got no GPU: {seen[sid]}"
+        assert re.search(rf"JobId={sid} .*JobState=COMPLETED .*WorkDir={re.escape(str(wd))}", comp), sid
+    ctld = Path(cluster["STATE"], "log", "slurmctld.log").read_text()
+    assert all(f"_slurm_rpc_submit_batch_job: JobId={sid} " in ctld for sid in slurm_ids)
+
+    n = assert_same_results(tiny_reference, wd)
+    assert n == len(list((wd / "results" / EXP).rglob("metrics.json")))
