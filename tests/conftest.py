@@ -33,6 +33,25 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600,
     return proc
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared cores: intra-op threads only add contention on tiny tensors."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A small digits split (200 training images): enough to train the tiny models of the unit tests."""
+    from prunelab.data import prepare_dataset
+
+    return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return make_workdir(tmp_path / "wd")

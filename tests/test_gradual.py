@@ -9,7 +9,6 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.data import prepare_dataset
 from prunelab.gradual import (ChannelKeeper, GradualFRS, auto_ignore, cumulative_targets, pruning_epochs,
                               train_gradual)
 from prunelab.io import load_model
@@ -21,19 +20,6 @@ from prunelab.train import SGD, seed_everything, train_model
 CNN = {"name": "cnn", "options": {"widths": [8, 8, 8]}}
 CONVS = ("conv1", "conv2", "conv3")
 TRAIN = {"epochs": 4, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
 
 
 def zero_channels(model) -> set:

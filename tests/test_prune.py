@@ -11,15 +11,6 @@ from prunelab.prune import (MaskKeeper, apply_masks, iterative_ratios, prune_uns
                             select_unstructured, structured_groups, validate_scores)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: intra-op threads only add contention on tiny tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def arch(name, in_shape, **options):
     return {"name": name, "options": options, "in_shape": list(in_shape), "num_classes": 10}
 

@@ -9,26 +9,12 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.data import prepare_dataset
 from prunelab.gradual import scratch_model, train_scratch
 from prunelab.io import load_model
 from prunelab.models import build_model, prunable_layers
 from prunelab.pipeline import architecture_for
 from prunelab.records import METRICS_KEYS
 from prunelab.structured import prune_structured
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import sys
 import pytest
 import torch
 
-from prunelab.data import prepare_dataset
 from prunelab.io import load_model, save_model
 from prunelab.methods import score_model
 from prunelab.pipeline import train_baseline
@@ -15,8 +14,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def trained():
-    data = prepare_dataset("digits", "unused", val_fraction=0.2, max_train=200)
+def trained(data):
     model, arch, _ = train_baseline(data, {"name": "cnn", "options": {"widths": [4, 8, 8]}},
                                     {"epochs": 2, "batch_size": 32, "lr": 0.05}, seed=0, device=CPU)
     return data, model, arch

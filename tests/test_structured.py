@@ -11,15 +11,6 @@ from prunelab.prune import select_structured
 from prunelab.structured import EquivalenceError, fold_batchnorm, following_bn, masked_dense_model, prune_structured
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: intra-op threads only add contention on tiny tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(name, in_shape, **options):
     a = {"name": name, "options": options, "in_shape": list(in_shape), "num_classes": 10}
     torch.manual_seed(0)

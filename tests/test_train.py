@@ -5,14 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.data import prepare_dataset
 from prunelab.pipeline import train_baseline
 from prunelab.train import SGD, lr_at
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return prepare_dataset("digits", "unused", val_fraction=0.2, max_train=200)
 
 
 @pytest.mark.parametrize("momentum,wd,nesterov", [(0.0, 0.0, False), (0.9, 5e-4, False), (0.9, 1e-3, True)])
@@ -44,22 +38,22 @@ def test_lr_schedules():
         lr_at(0, {"lr": 0.1, "epochs": 1, "schedule": "step"})
 
 
-def test_training_is_deterministic_and_learns(digits):
+def test_training_is_deterministic_and_learns(data):
     spec = {"name": "mlp", "options": {"hidden": [32]}}
     cfg = {"epochs": 4, "batch_size": 32, "lr": 0.05}
-    m1, _, r1 = train_baseline(digits, spec, cfg, seed=3, device=torch.device("cpu"))
-    m2, _, r2 = train_baseline(digits, spec, cfg, seed=3, device=torch.device("cpu"))
+    m1, _, r1 = train_baseline(data, spec, cfg, seed=3, device=torch.device("cpu"))
+    m2, _, r2 = train_baseline(data, spec, cfg, seed=3, device=torch.device("cpu"))
     assert r1.history == r2.history
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
     assert r1.best_top1_val > 60.0  # digits is easy: far above the 10 % of chance after 4 epochs
-    _, _, r3 = train_baseline(digits, spec, cfg, seed=4, device=torch.device("cpu"))
+    _, _, r3 = train_baseline(data, spec, cfg, seed=4, device=torch.device("cpu"))
     assert r3.history != r1.history
 
 
-def test_best_validation_epoch_is_selected(digits):
+def test_best_validation_epoch_is_selected(data):
     spec = {"name": "mlp", "options": {"hidden": [16]}}
     cfg = {"epochs": 3, "batch_size": 32, "lr": 0.05, "select": "best_val"}
-    _, _, res = train_baseline(digits, spec, cfg, seed=0, device=torch.device("cpu"))
+    _, _, res = train_baseline(data, spec, cfg, seed=0, device=torch.device("cpu"))
     best = max(res.history, key=lambda h: h["top1_val"])
     assert res.best_epoch == best["epoch"] and res.best_top1_val == best["top1_val"]
