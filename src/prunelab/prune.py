@@ -188,13 +188,19 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """Zero (in place) every weight whose keep-mask entry is False; returns `model`."""
     modules = dict(model.named_modules())
     for name, mask in masks.items():
-        if name not in modules or not hasattr(modules[name], "weight"):
-            raise ValueError(f"mask for {name!r}, which is not a layer with a weight in the model")
-        w = modules[name].weight
-        if tuple(mask.shape) != tuple(w.shape):
-            raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
+        w = _masked_weight(modules, name, mask)
         w.mul_(mask.to(w.device, w.dtype))
     return model
+
+
+def _masked_weight(modules: dict, name: str, mask: torch.Tensor) -> torch.Tensor:
+    """The weight a keep-mask applies to; a mask naming no weighted layer, or of another shape, raises."""
+    if name not in modules or not hasattr(modules[name], "weight"):
+        raise ValueError(f"mask for {name!r}, which is not a layer with a weight in the model")
+    w = modules[name].weight
+    if tuple(mask.shape) != tuple(w.shape):
+        raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
+    return w
 
 
 class MaskKeeper:
@@ -209,11 +215,7 @@ class MaskKeeper:
         modules = dict(model.named_modules())
         self.pairs, self.handles = [], []
         for name, mask in masks.items():
-            if name not in modules or not hasattr(modules[name], "weight"):
-                raise ValueError(f"mask for {name!r}, which is not a layer with a weight in the model")
-            w = modules[name].weight
-            if tuple(mask.shape) != tuple(w.shape):
-                raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
+            w = _masked_weight(modules, name, mask)
             m = mask.to(w.device, torch.bool)
             self.pairs.append((w, m))
             self.handles.append(w.register_hook(lambda g, m=m: g.masked_fill(~m.to(g.device), 0)))
