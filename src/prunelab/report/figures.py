@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import method_rank
-from .style import BASELINE_COLOR, legend_outside, method_style, new_figure
+from .style import BASELINE_COLOR, finish_figure, method_style, new_figure, panel_title
 
 GRAN_ORDER = ("unstructured", "structured")
 
@@ -83,9 +83,8 @@ def accuracy(summary: pd.DataFrame, base: pd.DataFrame, x: str):
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test top-1 (%)")
             ax.grid(alpha=0.3)
-    fig.suptitle("Test top-1 vs " + ("compression" if x == "compression" else "theoretical speedup")
-                 + " (mean ± std over seeds)")
-    legend_outside(fig, axes.ravel())
+    finish_figure(fig, axes, "Test top-1 vs " + ("compression" if x == "compression" else "theoretical speedup")
+                  + " (mean ± std over seeds)")
     return fig
 
 
@@ -109,8 +108,7 @@ def recovery(sel: pd.DataFrame):
         ax.set_xlabel("test top-1 before fine-tuning (%)")
         ax.set_ylabel("test top-1 after fine-tuning (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Recovery by fine-tuning (one point per model)")
-    legend_outside(fig, axes.ravel())
+    finish_figure(fig, axes, "Recovery by fine-tuning (one point per model)")
     return fig
 
 
@@ -138,8 +136,7 @@ def speedups(sel: pd.DataFrame):
         ax.set_ylabel("measured speedup (latency ratio, ×)")
         ax.grid(alpha=0.3)
     devices = sorted(str(v) for v in pd.unique(d["device"]) if isinstance(v, str)) if "device" in d else []
-    fig.suptitle("Measured vs theoretical speedup, structured" + (f" ({', '.join(devices)})" if devices else ""))
-    legend_outside(fig, axes.ravel())
+    finish_figure(fig, axes, "Measured vs theoretical speedup, structured" + (f" ({', '.join(devices)})" if devices else ""))
     return fig
 
 
@@ -179,10 +176,8 @@ def layer_kept(df: pd.DataFrame, target: float = 0.5):
         ax.set_ylim(0, 105)
         ax.set_xlabel("layer")
         ax.set_ylabel("kept (%)")
-        ax.set_title(f"{arch} · {ds} · {gran} · ratio {r:.2f} (mean over seeds)", fontsize="medium")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Per-layer kept fraction")
-    legend_outside(fig, axes.ravel())
+        panel_title(ax, f"{arch} · {ds} · {gran} · ratio {r:.2f} (mean over seeds)")
+    finish_figure(fig, axes, "Per-layer kept fraction")
     return fig
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import _finite, _grans, _logx_if_wide, _methods
-from .style import legend_outside, method_style, new_figure
+from .style import finish_figure, method_style, new_figure, panel_title
 
 
 def lambda_sweep(sel: pd.DataFrame):
@@ -35,10 +35,8 @@ def lambda_sweep(sel: pd.DataFrame):
                         color=cmap(k / max(1, len(ratios) - 1)), label=f"ratio {r:.2f}")
         ax.set_xlabel("λ (0 = magnitude, 1 = pure screening)")
         ax.set_ylabel("test top-1 (%)")
-        ax.set_title(f"{arch} · {ds} · {regime} · {gran}", fontsize="medium")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Screening: λ sweep (mean ± std over seeds)")
-    legend_outside(fig, axes.ravel())
+        panel_title(ax, f"{arch} · {ds} · {regime} · {gran}")
+    finish_figure(fig, axes, "Screening: λ sweep (mean ± std over seeds)")
     return fig
 
 
@@ -74,10 +72,8 @@ def space_edf(df: pd.DataFrame):
         ax.set_xlabel("top-1 error (%, test; val where no test)")
         ax.set_ylabel("cumulative fraction of models")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"{arch} · {ds}", fontsize="medium")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Pruning space: error EDF per MACs regime")
-    legend_outside(fig, axes.ravel())
+        panel_title(ax, f"{arch} · {ds}")
+    finish_figure(fig, axes, "Pruning space: error EDF per MACs regime")
     return fig
 
 
@@ -107,10 +103,8 @@ def space_scatter(df: pd.DataFrame):
                            label="all samples" if sr is None else f"MACs keep {float(sr):.2f}")
             ax.set_xlabel("kept MACs (effective / dense)" if name == "MACs" else "MACs per parameter (MACs / params)")
             ax.set_ylabel("top-1 error (%)")
-            ax.set_title(f"{arch} · {ds}: error vs {name} ratio", fontsize="medium")
-            ax.grid(alpha=0.3)
-    fig.suptitle("Pruning space: error vs kept MACs and vs MACs/params ratio")
-    legend_outside(fig, axes.ravel())
+            panel_title(ax, f"{arch} · {ds}: error vs {name} ratio")
+    finish_figure(fig, axes, "Pruning space: error vs kept MACs and vs MACs/params ratio")
     return fig
 
 
@@ -147,8 +141,6 @@ def gradual_cost(df: pd.DataFrame):
         _logx_if_wide(ax, p["cost"].astype(float))
         ax.set_xlabel("total training cost (s): one-shot = baseline + fine-tune")
         ax.set_ylabel("test top-1 (%)")
-        ax.set_title(f"{arch} · {ds} ({', '.join(_grans(g['gran']))}; labels = ratio)", fontsize="medium")
-        ax.grid(alpha=0.3)
-    fig.suptitle("Gradual vs one-shot pruning: accuracy against training cost")
-    legend_outside(fig, axes.ravel())
+        panel_title(ax, f"{arch} · {ds} ({', '.join(_grans(g['gran']))}; labels = ratio)")
+    finish_figure(fig, axes, "Gradual vs one-shot pruning: accuracy against training cost")
     return fig

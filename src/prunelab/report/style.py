@@ -67,3 +67,15 @@ def legend_outside(fig, axes) -> None:
     if seen:
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside right center", frameon=False,
                    fontsize="small")
+
+
+def panel_title(ax, title: str) -> None:
+    """Title a panel and give it the light grid every figure uses."""
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+
+
+def finish_figure(fig, axes, title: str) -> None:
+    """Figure title plus the shared legend outside the panels."""
+    fig.suptitle(title)
+    legend_outside(fig, axes.ravel())
