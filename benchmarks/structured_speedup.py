@@ -2,7 +2,8 @@
 
 Each model is pruned at 50 % of its prunable channels (ResNets: the blocks' inner convs) with magnitude scores (L1 norm of each filter,
 computed here) by `prunelab.structured.prune_structured`; BN is folded into the convs of the dense and the
-pruned model alike; latency is the median of repeated timed forward passes (3x32x32, batch 64,
+pruned model alike, and both are placed as every job places its models (`prunelab.models.place`: conv weights
+channels-last on CPU); latency is the median of repeated timed forward passes (3x32x32, batch 64,
 torch.inference_mode, 2 threads), dense and pruned runs interleaved so that load from other processes
 hits both alike (the minimum is recorded too). Prints a table and writes JSON
 (default results/bench/structured_speedup.json).
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from prunelab.metrics import count_macs, count_params
-from prunelab.models import build_model, prunable_layers
+from prunelab.models import build_model, place, prunable_layers
 from prunelab.structured import fold_batchnorm, logits_difference, prune_structured
 
 MODELS = [("vgg11", {}), ("vgg16", {}), ("resnet20", {"shortcut": "A"}), ("resnet56", {"shortcut": "B"})]
@@ -59,7 +60,7 @@ def bench(name: str, options: dict, args) -> dict:
     pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example, scope=args.scope)
     pruned.eval()
     macs_d, macs_p = count_macs(dense, IN_SHAPE), count_macs(pruned, IN_SHAPE)
-    fd, fp = fold_batchnorm(dense), fold_batchnorm(pruned)
+    fd, fp = place(fold_batchnorm(dense), "cpu"), place(fold_batchnorm(pruned), "cpu")  # as every job runs them
     for raw, folded in ((dense, fd), (pruned, fp)):
         diff, scale = logits_difference(folded, raw, example)
         assert diff <= 1e-3 * max(1.0, scale), f"{name}: BN folding changed the logits by {diff}"

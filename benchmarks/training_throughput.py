@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from prunelab.data import augment_batch, normalize
-from prunelab.models import build_model
+from prunelab.models import build_model, place
 from prunelab.train import make_optimizer, seed_everything
 
 MODELS = ("resnet20", "resnet56", "vgg11")
@@ -51,7 +51,7 @@ def bench(name: str, device: torch.device, batch: int, warmup: int, steps: int) 
     """Time `steps` training steps (after `warmup`) and the augmentation alone on the same batches."""
     seed_everything(0)
     arch = {"name": name, "options": {}, "in_shape": [3, 32, 32], "num_classes": 10}
-    model = build_model(arch).to(device).train()
+    model = place(build_model(arch), device).train()
     optimizer = make_optimizer(model, OPT)
     n = batch * (warmup + steps)
     gen = torch.Generator(device="cpu").manual_seed(0)

@@ -25,7 +25,7 @@ from test_faults import (  # shared workflow helpers (see the top of test_faults
 
 SCRIPTS = REPO / "tests" / "cluster"
 PROFILES = REPO / "profiles"
-GPU_RULES = {"train_baseline", "finetune", "collect_stats", "train_gradual", "train_scratch", "pruning_space"}
+GPU_RULES = {"train_baseline", "prune", "finetune", "collect_stats", "train_gradual", "train_scratch", "pruning_space"}
 
 
 # ------------------------------------------------------------------------------------------------- profiles

@@ -375,3 +375,29 @@ def test_registry():
             register_model("_test_tiny")(tiny)
     finally:
         del MODELS["_test_tiny"]
+
+
+def test_place_puts_conv_models_channels_last_on_cpu_with_the_same_logits(tmp_path):
+    from prunelab.io import load_model, save_model
+    from prunelab.models import place
+
+    arch = {"name": "resnet20", "options": {}, "in_shape": [3, 16, 16], "num_classes": 10}
+    torch.manual_seed(0)
+    model = build_model(arch).eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+        assert place(model, "cpu") is model
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not conv.weight.is_contiguous()
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+    save_model(tmp_path / "m.pt", model, arch)
+    loaded, _, _ = load_model(tmp_path / "m.pt")
+    loaded.eval()
+    conv = next(m for m in loaded.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref, rtol=1e-5, atol=1e-5)
+    mlp = place(build_model({"name": "mlp", "options": {}, "in_shape": [1, 8, 8], "num_classes": 10}), "cpu")
+    assert all(p.is_contiguous() for p in mlp.parameters())

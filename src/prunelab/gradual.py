@@ -36,7 +36,8 @@ import math
 import torch
 from torch import nn
 
-from prunelab.models import TV_PREFIX, architecture, build_model, classifier_name, init_weights, prunable_layers
+from prunelab.models import (TV_PREFIX, architecture, build_model, classifier_name, init_weights, place,
+                              prunable_layers)
 from prunelab.pipeline import architecture_for, calibration_subset
 from prunelab.prune import normalized, structured_groups
 from prunelab.structured import check_equivalence, following_bn, remove_units
@@ -282,7 +283,7 @@ def train_gradual(data: dict, spec: dict, train_cfg: dict, gradual_cfg: dict, ra
     stats_cfg = stats_cfg or {"samples": 512, "batch_size": 128}
     arch = architecture_for(spec, data)
     seed_everything(seed)
-    model = build_model(arch).to(device)
+    model = place(build_model(arch), device)
     epochs = int(train_cfg["epochs"])
     pruner = GradualFRS(model, arch["name"], data, ratio, epochs, gradual_cfg, frs_cfg, stats_cfg, seed, device)
     last = pruner.epochs_at[-1]
@@ -303,7 +304,7 @@ def train_gradual(data: dict, spec: dict, train_cfg: dict, gradual_cfg: dict, ra
     else:
         result.best_epoch, result.best_top1_val = epochs, result.history[-1]["top1_val"]
     pruned, new_arch, info = pruner.finish(model, arch)
-    return pruned, new_arch, info, result
+    return place(pruned, device), new_arch, info, result
 
 
 # ------------------------------------------------------------------------------------------- scratch
@@ -321,7 +322,7 @@ def train_scratch(arch: dict, data: dict, train_cfg: dict, epochs: int, seed: in
                   regularizer_cfg: dict | None = None, on_epoch=None) -> tuple[nn.Module, TrainResult]:
     """Train `scratch_model(arch, seed)` with the baseline recipe `train_cfg` for `epochs` (baseline +
     fine-tuning epochs); regularizer_cfg {kind, beta} as the regime's baseline (None: standard)."""
-    model = scratch_model(arch, seed).to(device)
+    model = place(scratch_model(arch, seed), device)
     extra_loss, reg = None, None
     if regularizer_cfg and regularizer_cfg.get("beta", 0) > 0:
         from prunelab.regularizers import ContributionRegularizer

@@ -103,7 +103,7 @@ def save_model(path: str | Path, model: torch.nn.Module, arch: dict, **extra) ->
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a model saved by `save_model` → (model on device, arch dict, the whole checkpoint dict)."""
-    from prunelab.models import build_model
+    from prunelab.models import build_model, place
 
     ckpt = load_torch(path, what="model checkpoint")
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
@@ -114,4 +114,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
         raise CorruptFileError(f"model checkpoint {path} does not match its architecture: {exc}") from exc
-    return model.to(device), ckpt["arch"], ckpt
+    return place(model, device), ckpt["arch"], ckpt

@@ -12,7 +12,7 @@ from torch import nn
 
 from prunelab.data import normalize
 from prunelab.metrics import evaluate
-from prunelab.models import build_model
+from prunelab.models import build_model, place
 from prunelab.records import cost_fields, dense_summary
 from prunelab.train import seed_everything, train_model
 
@@ -50,7 +50,7 @@ def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: t
     {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit)."""
     arch = architecture_for(spec, data)
     seed_everything(seed)
-    model = build_model(arch).to(device)
+    model = place(build_model(arch), device)
     extra_loss, reg = None, None
     if regularizer_cfg and regularizer_cfg.get("beta", 0) > 0:
         from prunelab.regularizers import ContributionRegularizer

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunelab.metrics import layer_macs
-from prunelab.models import architecture, build_model, classifier_name, init_weights, prunable_layers
+from prunelab.models import architecture, build_model, classifier_name, init_weights, place, prunable_layers
 from prunelab.prune import _out_pruning_fn, normalized, structured_groups
 from prunelab.structured import check_equivalence, masked_dense_model, remove_units
 
@@ -171,8 +171,9 @@ def build_subnetwork(dense: nn.Module, arch: dict, space: SpaceModel, counts, ex
     new_arch = architecture(model, arch)
     if init == "scratch":
         torch.manual_seed(seed)
-        model = init_weights(build_model(new_arch)).to(example_input.device)
+        model = init_weights(build_model(new_arch))
         diff = None
+    model = place(model, example_input.device)
     before = {n: m.weight.shape[0] for n, m in prunable_layers(dense)}
     after = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
     info = {"layer_kept": {n: after[n] / before[n] for n in before}, "kept_units": after,

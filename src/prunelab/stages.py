@@ -13,6 +13,7 @@ import logging
 import torch
 from torch import nn
 
+from prunelab.models import place
 from prunelab.pipeline import calibration_subset, split_tensors
 from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_scores)
 from prunelab.train import train_model
@@ -57,7 +58,7 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     rounds.
     """
     check_prune_request(dense, scores, granularity, ratio, prune_cfg)
-    model = copy.deepcopy(dense).to(device)
+    model = place(copy.deepcopy(dense), device)
     scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
     if granularity == "structured":
         from prunelab.structured import prune_structured
@@ -65,7 +66,7 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
         x, _ = calibration_subset(data, 64, seed, device)
         pruned, new_arch, info = prune_structured(model, arch, scores, ratio, x, scope=scope,
                                                   min_keep=prune_cfg.get("min_keep_units", 1), ignore=ignore)
-        return pruned, new_arch, None, info
+        return place(pruned, device), new_arch, None, info
     min_keep = prune_cfg.get("min_keep_fraction", 0.01)
     per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
     targets = [ratio]

