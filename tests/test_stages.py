@@ -41,6 +41,33 @@ def test_iterative_reaches_target_with_nested_masks(trained):
     assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), trained[1].state_dict().values()))
 
 
+def test_iterative_structured_removes_channels_in_rounds_to_the_oneshot_count(trained, tmp_path):
+    data, model, arch = trained
+    scores = score_model(model, None, "magnitude")
+    _, _, _, once = prune_model(model, arch, scores, "structured", 0.5, data, {"scope": "global"}, CPU, seed=0)
+    widths = []
+
+    def rescore(m):  # the current, physically thinner model is re-scored before rounds 2 and 3
+        widths.append(sum(layer.out_channels for n, layer in m.named_modules() if n.startswith("conv")))
+        return score_model(m, None, "magnitude")
+
+    cfg = {"schedule": "iterative", "iterative_steps": 3, "scope": "global"}
+    pruned, new_arch, masks, info = prune_model(model, arch, scores, "structured", 0.5, data, cfg, CPU, seed=0,
+                                                rescore=rescore,
+                                                finetune_cfg={"epochs": 3, "batch_size": 32, "lr": 0.01})
+    assert masks is None and info["rounds"] == 3 and len(info["removed_rounds"]) == 3
+    assert widths[0] > widths[1] > sum(p.out_channels for n, p in pruned.named_modules() if n.startswith("conv"))
+    assert info["n_prunable"] == once["n_prunable"] and info["n_removed"] == once["n_removed"]
+    assert info["ratio_achieved"] == pytest.approx(once["ratio_achieved"])
+    convs = {n: m.out_channels for n, m in pruned.named_modules() if n.startswith("conv")}
+    dense = {n: m.out_channels for n, m in model.named_modules() if n.startswith("conv")}
+    assert info["layer_kept"] == pytest.approx({**{n: convs[n] / dense[n] for n in dense}, "fc": 1.0})
+    save_model(tmp_path / "m.pt", pruned, new_arch)  # the final architecture rebuilds from data
+    reloaded, _, _ = load_model(tmp_path / "m.pt")
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(reloaded.eval()(x), pruned.eval()(x))
+
+
 def test_iterative_rescore_recollects_statistics(trained):
     data, model, arch = trained
     rescore = rescorer("screening", {"lambda": 0.5}, data, {"samples": 64, "batch_size": 32}, 0, CPU)
@@ -80,7 +107,7 @@ def test_structured_checkpoint_reloads_in_a_fresh_process(trained, tmp_path):
     (0.0, "unstructured", {}, "ratio"),
     (1.0, "structured", {}, "ratio"),
     (0.5, "diagonal", {}, "granularity"),
-    (0.5, "structured", {"schedule": "iterative"}, "iterative"),
+    (0.5, "structured", {"schedule": "iterative", "iterative_steps": 0}, "steps"),
 ])
 def test_bad_requests_fail_before_work(trained, ratio, granularity, cfg, needle):
     data, model, arch = trained

@@ -1,7 +1,8 @@
 """Pruning-stage functions: prune a trained model at a ratio (one-shot or iterative) and fine-tune it.
 
 Fine-tuning budget: every method of an experiment gets the same `finetune` config. With the iterative schedule
-(unstructured, Han et al. 2015) the k rounds share that budget: rounds 1..k-1 each fine-tune epochs // k inside
+(Han et al. 2015 for weights; for channels as Molchanov et al. 2017 / Li et al. 2017 prune and retrain in
+rounds) the k rounds share that budget: rounds 1..k-1 each fine-tune epochs // k inside
 the prune job (after re-scoring the current model with the same method), the finetune rule spends the rest.
 """
 
@@ -29,12 +30,13 @@ def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio:
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     layers = validate_scores(model, scores)
+    steps = prune_cfg.get("iterative_steps", 3)
+    if prune_cfg.get("schedule", "oneshot") == "iterative" and (isinstance(steps, bool) or not isinstance(steps, int)
+                                                                 or steps < 1):
+        raise ValueError(f"prune.iterative_steps must be a positive int, got {steps!r}")
     if any(v.get(granularity) is None for v in layers.values()):
         raise ValueError(f"method '{scores.get('method')}' gives no {granularity} scores; "
                          f"it cannot prune at that granularity")
-    if prune_cfg.get("schedule", "oneshot") == "iterative" and granularity == "structured":
-        raise ValueError("prune.schedule 'iterative' prunes unstructured weights (Han et al. 2015); structured "
-                         "pruning is one-shot here (set prune.schedule: oneshot or use granularity unstructured)")
 
 
 def finetune_split(finetune_cfg: dict, prune_cfg: dict) -> tuple[int, int]:
@@ -55,37 +57,74 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
     equivalence check against the masked dense model (new arch returned). Iterative (unstructured only):
     `rescore(model) -> scores` re-scores the current model each round, with `finetune_cfg` epochs // k between
-    rounds.
+    rounds. Ratios are always fractions of the DENSE model's prunable weights / units.
     """
     check_prune_request(dense, scores, granularity, ratio, prune_cfg)
     model = place(copy.deepcopy(dense), device)
     scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
-    if granularity == "structured":
-        from prunelab.structured import prune_structured
-
-        x, _ = calibration_subset(data, 64, seed, device)
-        pruned, new_arch, info = prune_structured(model, arch, scores, ratio, x, scope=scope,
-                                                  min_keep=prune_cfg.get("min_keep_units", 1), ignore=ignore)
-        return place(pruned, device), new_arch, None, info
-    min_keep = prune_cfg.get("min_keep_fraction", 0.01)
     per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
     targets = [ratio]
     if prune_cfg.get("schedule", "oneshot") == "iterative":
         targets = iterative_ratios(ratio, int(prune_cfg.get("iterative_steps", 3)))
+
+    def between_rounds(model, k):
+        if k < len(targets) - 1 and per_round > 0:
+            keeper = MaskKeeper(model, masks) if masks else None
+            train_model(model, data, {**finetune_cfg, "epochs": per_round}, device, seed + 1000 * (k + 1),
+                        after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
+            if keeper is not None:
+                keeper.remove()
+
     masks = None
+    if granularity == "structured":
+        return _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, seed, rescore, between_rounds)
+    min_keep = prune_cfg.get("min_keep_fraction", 0.01)
     for k, target in enumerate(targets):
         if k > 0 and rescore is not None:
             scores = rescore(model)
         model, masks, info = prune_unstructured(model, scores, target, scope=scope, min_keep=min_keep,
                                                 ignore=ignore, prior=masks)
         log.info("round %d/%d: sparsity %.4f (target %.4f)", k + 1, len(targets), info["sparsity_achieved"], target)
-        if k < len(targets) - 1 and per_round > 0:
-            keeper = MaskKeeper(model, masks)
-            train_model(model, data, {**finetune_cfg, "epochs": per_round}, device, seed + 1000 * (k + 1),
-                        after_step=keeper.apply, on_epoch=on_epoch)
-            keeper.remove()
+        between_rounds(model, k)
     info["rounds"] = len(targets)
     return model, arch, masks, info
+
+
+def _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, seed, rescore, between_rounds):
+    """Physical removal in len(targets) rounds; round k removes units until targets[k] of the DENSE model's
+    prunable units are gone (its ratio w.r.t. the current model follows), re-scoring the current model first.
+    Each round checks the pruned model against the masked current model. → (model, arch, None, info)."""
+    from prunelab.models import prunable_layers
+    from prunelab.structured import prune_structured
+
+    x, _ = calibration_subset(data, 64, seed, device)
+    dense_units = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
+    n0, removed, rounds, info = None, 0, [], {}
+    for k, target in enumerate(targets):
+        if k > 0:
+            left = round(target * n0) - removed            # units this round still has to remove
+            if left < 1:
+                continue
+            scores = rescore(model) if rescore is not None else scores
+            round_ratio = left / (n0 - removed)
+        else:
+            round_ratio = target
+        model, arch, info = prune_structured(model, arch, scores, round_ratio, x, scope=prune_cfg.get("scope", "global"),
+                                             min_keep=prune_cfg.get("min_keep_units", 1),
+                                             ignore=tuple(prune_cfg.get("ignore_layers", [])))
+        model = place(model, device)
+        n0 = info["n_prunable"] if n0 is None else n0
+        removed += info["n_removed"]
+        rounds.append(info.pop("removed"))
+        log.info("round %d/%d: %d of %d units removed (target %.4f)", k + 1, len(targets), removed, n0, target)
+        between_rounds(model, k)
+    after = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
+    info.update(ratio_requested=float(targets[-1]), ratio_achieved=removed / n0, n_prunable=n0, n_removed=removed,
+                layer_kept={n: after[n] / dense_units[n] for n in dense_units}, rounds=len(targets),
+                removed_rounds=rounds)
+    if len(targets) == 1:
+        info["removed"] = rounds[0]
+    return model, arch, None, info
 
 
 def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: dict, epochs: int, device,
