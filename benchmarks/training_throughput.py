@@ -15,7 +15,7 @@ step time (target ≤ 10 %); `normalize` + `augment_batch` together is printed t
                                              [--models resnet20,resnet56,vgg11] [--devices cpu,cuda]
 
 Writes JSON (default results/bench/training_throughput.json). The CPU run is short on purpose (a few steps);
-the CUDA figures are the ones to plan GPU time with (docs/experiments.md).
+the CUDA figures are the ones to plan GPU time with (README, "Paper-scale experiments").
 """
 
 from __future__ import annotations
