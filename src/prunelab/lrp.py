@@ -1,12 +1,16 @@
 """Layer-wise relevance propagation (LRP-αβ) for the `frs` method (Aketi et al. 2020, arXiv 2002.09958).
 
 One forward pass in which every module is swapped for an autograd Function whose backward propagates
-relevance instead of gradient, then one `torch.autograd.grad` from the initial relevance at the logits.
-Rules per module type:
+relevance instead of gradient, then one `torch.autograd.grad` from the initial relevance at the logits (a plain
+nn.Sequential runs the same rules as a chain, forward then backward, without autograd). RelevanceSession sets a
+model up once for many batches; the relevance at the model input is only computed when asked for (`relevance`),
+so `unit_relevance` and the statistics pass stop at the first weighted layers. The rules (prunelab.lrp_rules):
 
 - Conv2d / Linear: αβ rule on the positive / negative parts of the contributions a_i·w_ij (signed inputs
   handled), no bias in the denominators, ε = 1e-9:
-  R_i = Σ_j [α (a_i w_ij)⁺ / (z⁺_j + ε) − β (a_i w_ij)⁻ / (z⁻_j − ε)] R_j.
+  R_i = Σ_j [α (a_i w_ij)⁺ / (z⁺_j + ε) − β (a_i w_ij)⁻ / (z⁻_j − ε)] R_j;
+  z⁺, z⁻ come from one product with stacked weights [w⁺; w⁻] (the layer's output is z⁺ + z⁻ + bias),
+  R_i from one transposed product with [α w⁺; −β w⁻].
 - BatchNorm, ReLU, Dropout, Identity: identity (relevance passes unchanged).
 - MaxPool, Flatten/Unflatten, option-A shortcut (subsample + zero-pad channels): outputs are copies of
   selected inputs, so relevance follows the gradient routing (max-pool: winner takes all).
@@ -18,25 +22,31 @@ whose contributions all share one sign (z⁺ or z⁻ = 0): it passes on α·R or
 Initial relevance (default `init="onehot"`): the one-hot of the true label at the logits, so every
 sample brings total relevance 1 (`init="logit"`: the true class's logit value instead).
 
-Any leaf module without a rule, or a functional op in a forward (e.g. a residual `out += x`, as in
-torchvision) raises a ValueError naming it and "frs".
+Any leaf module without a rule, or a functional op in a forward on the relevance path (e.g. a residual
+`out += x`, as in torchvision; checked on a session's first pass) raises a ValueError naming it and "frs".
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn as nn
+from torch.nn.modules import module as _module_globals
 
+from prunelab.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
+from prunelab.lrp_rules import _ab_rule, _record, _reduce, _Relevance, _rule_backward, _rule_forward, _signed, _vjp
 from prunelab.models.layers import Add, ShortcutA
-
-EPS = 1e-9
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _IDENTITY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)
 _ROUTE = (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Unflatten, ShortcutA)
 _PROPORTIONAL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Add)
+_PASS = (nn.Identity, nn.Dropout)  # identity ops in eval mode: run without a relevance Function
+_FRESH = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU)  # their outputs: new tensors (the chain's ReLU may reuse them)
+_KEEP_SIGN = (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Unflatten, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_NO_CONTEXT = contextlib.nullcontext()
 # autograd nodes allowed between modules: pure reshapes, which carry relevance unchanged
 _VIEW_NODES = ("View", "ReshapeAlias", "UnsafeView", "Squeeze", "Unsqueeze", "Clone", "AccumulateGrad")
 
@@ -46,7 +56,7 @@ def rule_for(module: nn.Module) -> str | None:
 
     A module may also declare its own rule with a class attribute `lrp_rule`.
     """
-    declared = getattr(module, "lrp_rule", None)
+    declared = module.__dict__.get("lrp_rule", getattr(type(module), "lrp_rule", None))  # no __getattr__ miss
     if declared in ("identity", "route", "proportional"):
         return declared
     if isinstance(module, _WEIGHTED):
@@ -58,104 +68,6 @@ def rule_for(module: nn.Module) -> str | None:
     if isinstance(module, _PROPORTIONAL):
         return "proportional"
     return None
-
-
-def _stab(z: torch.Tensor) -> torch.Tensor:
-    return z + EPS * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-
-
-def alpha_beta_step(module: nn.Module, a: torch.Tensor, r: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """αβ rule through one Conv2d (a: B×C×H×W) or Linear (a: B×I); r is the relevance at the output
-    (shape of module(a)); returns the relevance at the input, shape of a."""
-    w = module.weight.detach()
-    if isinstance(module, nn.Linear):
-        def fwd(x, k):
-            return x @ k.T
-
-        def bwd(s, k):
-            return s @ k
-    else:
-        if module.padding_mode != "zeros" or isinstance(module.padding, str) and module.padding != "valid":
-            raise ValueError(f"frs/LRP: Conv2d with padding={module.padding!r}, "
-                             f"padding_mode={module.padding_mode!r} is not supported")
-        pad = 0 if isinstance(module.padding, str) else module.padding
-        conv = dict(stride=module.stride, padding=pad, dilation=module.dilation, groups=module.groups)
-
-        def fwd(x, k):
-            return torch.nn.functional.conv2d(x, k, None, **conv)
-
-        def bwd(s, k):
-            return torch.nn.grad.conv2d_input(a.shape, k, s, **conv)
-
-    wp, wn = w.clamp(min=0), w.clamp(max=0)
-    ap = a.clamp(min=0)
-    signed = bool((a < 0).any())
-    zp, zn = fwd(ap, wp), fwd(ap, wn)
-    if signed:
-        an = a.clamp(max=0)
-        zp, zn = zp + fwd(an, wn), zn + fwd(an, wp)
-    sp = alpha * r / (zp + EPS)        # (a w)⁺ ≥ 0 share of z⁺ ≥ 0
-    sn = beta * r / (zn - EPS)         # (a w)⁻ ≤ 0 share of z⁻ ≤ 0
-    out = ap * (bwd(sp, wp) - bwd(sn, wn))
-    if signed:
-        out = out + an * (bwd(sp, wn) - bwd(sn, wp))
-    return out
-
-
-def _reduce(r: torch.Tensor) -> torch.Tensor:
-    """Unit relevance B×U: conv maps B×C×H×W → signed mean over H×W."""
-    return r.flatten(2).mean(2) if r.dim() > 2 else r
-
-
-def _vjp(out: torch.Tensor, inputs: list[torch.Tensor], v: torch.Tensor) -> tuple:
-    """Σ v·∂out/∂inputs, as the gradient of the scalar <out, v> (autograd.grad with a grad tensor
-    imports sympy on first use: seconds per process)."""
-    with torch.enable_grad():
-        return torch.autograd.grad((out * v).sum(), inputs, allow_unused=True)
-
-
-class _Relevance(torch.autograd.Function):
-    """Forward = the module's own forward; backward = its relevance rule (see module docstring)."""
-
-    @staticmethod
-    def forward(ctx, module, rule, name, state, *xs):
-        ctx.lrp = (module, rule, name, state)
-        fwd = type(module).forward
-        if getattr(module, "inplace", False):  # e.g. ReLU(inplace=True): never write into a saved tensor
-            xs = tuple(x.clone() for x in xs)
-        if rule in ("route", "proportional"):
-            with torch.enable_grad():
-                leaves = [x.detach().requires_grad_(True) for x in xs]
-                out = fwd(module, *leaves)
-            ctx.lrp_graph = (leaves, out)
-            return out.detach()
-        out = fwd(module, *xs)
-        if rule == "identity" and out.shape != xs[0].shape:
-            raise ValueError(f"frs/LRP: identity rule on '{name}' changes the shape")
-        if rule == "alpha_beta":
-            ctx.save_for_backward(xs[0])
-            state["shapes"].setdefault(name, out.shape)
-        return out.clone() if out is xs[0] else out
-
-    @staticmethod
-    def backward(ctx, r):
-        module, rule, name, state = ctx.lrp
-        none = (None, None, None, None)
-        if rule == "identity":
-            return none + (r,)
-        if rule == "alpha_beta":
-            if name in state["layers"]:
-                unit = _reduce(r) if state["reduce"] else r.clone()
-                prev = state["out"].get(name)
-                state["out"][name] = unit if prev is None else prev + unit
-            (a,) = ctx.saved_tensors
-            return none + (alpha_beta_step(module, a, r, state["alpha"], state["beta"]),)
-        leaves, out = ctx.lrp_graph
-        if rule == "route":
-            grads = _vjp(out, leaves, r)
-            return none + tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
-        grads = _vjp(out, leaves, r / _stab(out.detach()))
-        return none + tuple(torch.zeros_like(x) if g is None else x.detach() * g for x, g in zip(leaves, grads))
 
 
 def _check_rules(model: nn.Module) -> dict[str, str]:
@@ -192,43 +104,276 @@ def _check_input(t: torch.Tensor, where: tuple[str, nn.Module]) -> None:
         stack.extend(n for n, _ in node.next_functions)
 
 
-@contextlib.contextmanager
-def _relevance_mode(model: nn.Module, rules: dict[str, str], state: dict):
-    """Swap each ruled module's forward for the relevance Function (inputs checked against functional ops,
-    naming the enclosing module); restore forwards, hooks and train flags on exit."""
-    modules = dict(model.named_modules())
-    training = {name: m.training for name, m in modules.items()}
-    patched, handles, where = [], [], [("", model)]
+class RelevanceSession:
+    """LRP-αβ passes over many batches of one model: rules checked, forwards patched and αβ weights prepared
+    once; the graph is checked for functional ops on the first pass only (a static graph is assumed after it).
 
-    def leave(*_):  # forward hook: must return None (a value would replace the output)
-        where.pop()
+        with RelevanceSession(model, alpha=2.0, beta=1.0) as lrp:
+            layers, r_in, logits = lrp(x, y)       # per batch
 
-    def wrap(mod, rule, name):
+    layers: {layer: relevance at that Conv2d/Linear's output} (reduce=True: conv maps reduced to B×C by the
+    signed mean over H×W, Linear B×U; False: full maps); r_in: relevance at the input (shape of x) if
+    input_relevance, else None (then nothing is propagated below the first weighted layers: no cost there);
+    logits: B×K. Model in eval mode while open; between calls the patched forwards are the model's own.
+    A plain nn.Sequential of ruled modules without hooks runs as a chain, without autograd (same numbers).
+    Prepared αβ weights are remade when a weight's storage or in-place version changes (writes through
+    `.data` are not seen: open a new session after those). close() (also remove(), as for hook handles)
+    restores forwards and train flags; weights untouched.
+    """
+
+    def __init__(self, model: nn.Module, alpha: float = 2.0, beta: float = 1.0, init: str = "onehot",
+                 reduce: bool = True, input_relevance: bool = False):
+        if init not in ("onehot", "logit"):
+            raise ValueError(f"frs/LRP: init must be 'onehot' or 'logit', got {init!r}")
+        if not (alpha >= 1 and beta >= 0):
+            raise ValueError(f"frs/LRP: need alpha >= 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+        rules = _check_rules(model)
+        self.model, self.init, self.input_relevance = model, init, input_relevance
+        self.state = {"alpha": float(alpha), "beta": float(beta), "reduce": reduce, "out": {}, "shapes": {},
+                      "layers": {n for n, rule in rules.items() if rule == "alpha_beta"}, "anchor": None, "ab": {},
+                      "active": False, "check": True}
+        self._modules = dict(model.named_modules())
+        self._module_list = list(self._modules.values())
+        for name, m in self._modules.items():
+            if name in rules and "forward" in m.__dict__:
+                raise ValueError(f"frs/LRP: module '{name}' has an instance-level forward; cannot attach rules")
+        self._rules, self._chain, self._eye = rules, _chain(model, rules), None
+        self._plan = None if self._chain is None else _plan(self._chain, input_relevance)
+        self._layer_names = [n for n in self._modules if n in self.state["layers"]]
+        self._training = [(m, m.training) for m in self._modules.values()]
+        self._patched, self._where = [], [("", model)]
+        if any(t for _, t in self._training):
+            model.eval()
+
+    def _patch(self) -> None:
+        """Swap each ruled module's forward for _wrap's (first graph pass; chains need none)."""
+        for name, m in self._modules.items():
+            if name in self._rules:
+                m.forward = self._wrap(m, self._rules[name], name)
+                self._patched.append(m)
+
+    def _wrap(self, mod: nn.Module, rule: str, name: str):
+        """mod's forward while open: its own outside a call; in a call, the relevance Function."""
+        state, where, fwd = self.state, self._where, type(mod).forward
+
         def forward(*xs):
-            for x in xs:
-                _check_input(x, where[-1])
-            return _Relevance.apply(mod, rule, name, state, *xs)
+            if not state["active"]:
+                return fwd(mod, *xs)
+            if state["check"]:
+                for x in xs:
+                    _check_input(x, where[-1])
+            if type(mod) in _PASS:  # eval-mode identity ops: the gradient is the relevance
+                return fwd(mod, *xs)
+            if any(x.requires_grad for x in xs):
+                return _Relevance.apply(mod, rule, name, state, *xs)
+            if rule == "alpha_beta":  # no relevance wanted at its input: record the output's, stop there
+                return _Relevance.apply(mod, "leaf", name, state, state["anchor"], *xs)
+            if getattr(mod, "inplace", False):  # no relevance wanted below: the module's own forward
+                xs = tuple(x.clone() for x in xs)
+            with torch.no_grad():
+                return fwd(mod, *xs)
         return forward
 
-    try:
-        model.eval()
-        for name, m in modules.items():
-            if name in rules:
-                if "forward" in m.__dict__:
-                    raise ValueError(f"frs/LRP: module '{name}' has an instance-level forward; cannot attach rules")
-                m.forward = wrap(m, rules[name], name)
-                patched.append(m)
-            else:  # containers: track which module's forward is running
-                handles.append(m.register_forward_pre_hook(lambda mod, _, n=name: where.append((n, mod))))
-                handles.append(m.register_forward_hook(leave))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for m in patched:
+    def _track(self) -> list:
+        """Hooks on containers tracking which module's forward runs (named in _check_input's errors)."""
+        where, hooks = self._where, []
+
+        def leave(*_):  # forward hook: must return None (a value would replace the output)
+            where.pop()
+
+        patched = set(map(id, self._patched))
+        for name, m in self._modules.items():
+            if id(m) not in patched:
+                hooks.append(m.register_forward_pre_hook(lambda mod, _, n=name: where.append((n, mod))))
+                hooks.append(m.register_forward_hook(leave))
+        return hooks
+
+    def close(self) -> None:
+        """Restore the forwards and train flags (once; later calls do nothing)."""
+        for m in self._patched:
             del m.forward
-        for name, m in modules.items():
-            m.training = training[name]
+        for m, training in self._training:
+            if m.training != training:
+                m.training = training
+        self._patched, self._training = [], []
+
+    remove = close
+
+    def __enter__(self) -> "RelevanceSession":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def _graph_pass(self, xin: torch.Tensor) -> torch.Tensor:
+        """The model's forward through the patched modules (autograd records the relevance graph) → logits."""
+        state, model = self.state, self.model
+        if not self._patched:
+            self._patch()
+        self._where[:] = [("", model)]
+        hooks = self._track() if state["check"] else []
+        state["active"] = True
+        try:
+            logits = model(xin)
+            if state["check"] and logits.dim() == 2:
+                _check_input(logits, ("", model))
+        finally:
+            state["active"] = False
+            for h in hooks:
+                h.remove()
+        return logits
+
+    def _chain_forward(self, xin: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Run the chain's plan in order, keeping what each rule needs → (logits, tape)."""
+        state, tape, h = self.state, [], xin
+        for step, name, m, fwd, nonneg in self._plan:
+            if step == "ab":
+                ab = _ab_rule(state, name, m)
+                signed = not nonneg and _signed(h)
+                out, zs = ab.forward(h, signed)
+                tape.append((name, ab, (h, zs, signed)))
+            elif step == "relu_":
+                out = h.relu_()
+            elif step == "rule":
+                out, saved = _rule_forward(m, self._rules[name], name, state, (h,), nonneg)
+                tape.append((name, None, saved))
+            else:  # the module's own forward
+                out = fwd(h.clone() if getattr(m, "inplace", False) and fwd is not torch.relu else h)
+                if step == "identity" and out.shape != h.shape:
+                    raise ValueError(f"frs/LRP: identity rule on '{name}' changes the shape")
+                if step == "leaf":
+                    tape.append((name, None, None))
+            h = out
+        return h, tape
+
+    def _chain_backward(self, tape: list, r: torch.Tensor) -> torch.Tensor | None:
+        """Relevance r at the logits back through the tape → relevance at the input (None if not kept)."""
+        state = self.state
+        while tape:  # popped: each step's saved tensors are freed as soon as it is done
+            name, ab, saved = tape.pop()
+            if ab is not None:
+                _record(state, name, r)
+                r = ab.backward(*saved[:2], r, saved[2])
+            elif saved is None:  # the leaf: nothing below it wants relevance
+                _record(state, name, r)
+                return None
+            else:
+                r = _rule_backward(self._rules[name], name, state, saved, r, (True,))[0]
+        return r
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.Tensor | None, torch.Tensor]:
+        """x: B×... float input, y: B class indices → (layers, r_in, logits), see the class docstring."""
+        if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
+            raise ValueError("frs/LRP: x must be a float tensor B×...")
+        y = torch.as_tensor(y, device=x.device)
+        if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+            raise ValueError(f"frs/LRP: y must hold {x.shape[0]} integer labels, got shape {tuple(y.shape)}")
+        state, model = self.state, self.model
+        state["out"], state["shapes"] = {}, {}
+        if model.training:
+            model.eval()
+        chain = self._chain is not None and not _hooked(self._module_list)
+        # an inference tensor cannot be saved for backward; route rules need grad mode inside
+        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else _NO_CONTEXT:
+            if chain:
+                with torch.no_grad():
+                    xin = x.clone() if x.is_inference() else x
+                    logits, tape = self._chain_forward(xin)
+                    r_in = self._chain_backward(tape, self._r0(logits, y))
+            else:
+                with torch.enable_grad():
+                    if self.input_relevance:
+                        xin = x.detach().clone().requires_grad_(True)
+                    else:  # the first weighted layers hang on the anchor (no relevance below them)
+                        xin = x.clone() if x.is_inference() else x.detach()
+                        state["anchor"] = torch.zeros((), device=x.device, requires_grad=True)
+                    logits = self._graph_pass(xin)
+                    r0 = self._r0(logits, y)
+                    start = xin if self.input_relevance else state["anchor"]
+                    r_in = _vjp(logits, [start], r0)[0] if logits.requires_grad else None
+                    r_in = r_in if self.input_relevance else None
+                state["check"] = False  # graph checked: a static graph is assumed from here on
+        if self.input_relevance:
+            r_in = (torch.zeros_like(xin) if r_in is None else r_in).detach()
+        out = {}
+        for name in self._layer_names:  # a layer relevance never reached (unused output) gets zeros
+            if name in state["out"]:
+                out[name] = state["out"][name].detach()
+            elif name in state["shapes"]:
+                zero = xin.new_zeros(state["shapes"][name])
+                out[name] = _reduce(zero) if state["reduce"] else zero
+        state["out"], state["anchor"] = {}, None
+        return out, r_in, logits.detach()
+
+    def _r0(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Initial relevance at the logits (B×K): one-hot of y (init "logit": times the logit)."""
+        if logits.dim() != 2:
+            raise ValueError(f"frs/LRP: model output must be B×K logits, got {tuple(logits.shape)}")
+        k = logits.shape[1]
+        lo, hi = (v.item() for v in torch.aminmax(y)) if len(y) else (0, 0)
+        if lo < 0 or hi >= k:
+            raise ValueError(f"frs/LRP: labels must lie in [0, {k}), got [{lo}, {hi}]")
+        eye = self._eye
+        if eye is None or eye.shape[0] != k or eye.dtype != logits.dtype or eye.device != logits.device:
+            eye = self._eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
+        r0 = eye.index_select(0, y.long())
+        return r0 * logits.detach() if self.init == "logit" else r0
+
+
+def _plan(chain: list, input_relevance: bool) -> list:
+    """(step, name, module, forward, input known ≥ 0) per chain module. Steps: "plain" (nothing below needs
+    relevance: the module's forward), "leaf" (the first αβ layer then: its output relevance is recorded, nothing
+    propagated below it), "ab", "rule" (route / proportional), "identity", "relu_" (on a new tensor nobody
+    keeps: in place)."""
+    plan, need, nonneg, fresh = [], input_relevance, False, False
+    for name, m, rule, fwd in chain:
+        if rule == "identity":
+            step = "relu_" if fwd is torch.relu and fresh else "identity"
+        elif not need:
+            step, need = ("leaf", True) if rule == "alpha_beta" else ("plain", False)
+        else:
+            step = "ab" if rule == "alpha_beta" else "rule"
+        plan.append((step, name, m, fwd, nonneg))
+        nonneg = type(m) is nn.ReLU or nonneg and type(m) in _KEEP_SIGN
+        fresh = rule == "alpha_beta" or type(m) in _FRESH
+    return plan
+
+
+def _chain(model: nn.Module, rules: dict[str, str]) -> list | None:
+    """[(name, module, rule, forward)] in call order when model is a plain nn.Sequential (nested ones flattened)
+    of distinct ruled leaf modules (no instance-level forwards), else None."""
+    out, seen = [], set()
+
+    def walk(seq, prefix):
+        if type(seq).forward is not nn.Sequential.forward or "forward" in seq.__dict__ or id(seq) in seen:
+            return False
+        seen.add(id(seq))
+        for n, m in seq._modules.items():  # what Sequential.forward runs, repeats included
+            name = prefix + n
+            if isinstance(m, nn.Sequential):
+                if not walk(m, name + "."):
+                    return False
+                continue
+            if m is None or id(m) in seen or name not in rules or next(m.children(), None) is not None \
+                    or "forward" in m.__dict__:
+                return False
+            seen.add(id(m))
+            if type(m) not in _PASS:  # eval-mode identities: skipped
+                fwd = torch.relu if type(m) is nn.ReLU else functools.partial(type(m).forward, m)
+                out.append((name, m, rules[name], fwd))
+        return True
+
+    return out if isinstance(model, nn.Sequential) and walk(model, "") else None
+
+
+def _hooked(modules) -> bool:
+    """Whether any forward hook would run (the chain pass calls no module, so it runs none)."""
+    if _module_globals._global_forward_hooks or _module_globals._global_forward_pre_hooks:
+        return True
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+    return False
 
 
 def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0, beta: float = 1.0,
@@ -239,44 +384,15 @@ def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float =
     reduce=True: conv maps reduced to B×C by the signed mean over H×W (Linear: B×U); False: full maps.
     Model put in eval mode for the pass and restored after; weights are not touched.
     """
-    if init not in ("onehot", "logit"):
-        raise ValueError(f"frs/LRP: init must be 'onehot' or 'logit', got {init!r}")
-    if not (alpha >= 1 and beta >= 0):
-        raise ValueError(f"frs/LRP: need alpha >= 1 and beta >= 0, got alpha={alpha}, beta={beta}")
-    if not torch.is_tensor(x) or x.dim() < 2 or not x.is_floating_point():
-        raise ValueError("frs/LRP: x must be a float tensor B×...")
-    y = torch.as_tensor(y, device=x.device)
-    if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
-        raise ValueError(f"frs/LRP: y must hold {x.shape[0]} integer labels, got shape {tuple(y.shape)}")
-    rules = _check_rules(model)
-    layers = {name for name, rule in rules.items() if rule == "alpha_beta"}
-    state = {"alpha": float(alpha), "beta": float(beta), "layers": layers, "reduce": reduce, "out": {},
-             "shapes": {}}
-    with torch.inference_mode(False), torch.enable_grad(), _relevance_mode(model, rules, state):
-        xin = x.detach().clone().requires_grad_(True)
-        logits = model(xin)
-        if logits.dim() != 2:
-            raise ValueError(f"frs/LRP: model output must be B×K logits, got {tuple(logits.shape)}")
-        k = logits.shape[1]
-        if len(y) and (y.min() < 0 or y.max() >= k):
-            raise ValueError(f"frs/LRP: labels must lie in [0, {k}), got [{int(y.min())}, {int(y.max())}]")
-        _check_input(logits, ("", model))
-        r0 = torch.nn.functional.one_hot(y.long(), k).to(logits.dtype)
-        if init == "logit":
-            r0 = r0 * logits.detach()
-        (r_in,) = _vjp(logits, [xin], r0)
-        r_in = torch.zeros_like(xin) if r_in is None else r_in
-    out = {}
-    for name, _ in model.named_modules():  # a layer relevance never reached (unused output) gets zeros
-        if name in state["shapes"]:
-            zero = xin.new_zeros(state["shapes"][name])
-            r = state["out"].get(name, _reduce(zero) if reduce else zero)
-            out[name] = r.detach()
-    return out, r_in.detach()
+    with RelevanceSession(model, alpha, beta, init, reduce, input_relevance=True) as lrp:
+        layers, r_in, _ = lrp(x, y)
+    return layers, r_in
 
 
 def unit_relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0,
                    beta: float = 1.0) -> dict[str, torch.Tensor]:
     """Per-sample signed relevance B×U at each Conv2d/Linear output (conv: mean over H×W), LRP-αβ from
-    the one-hot true label y (B,). Batched; eval mode for the pass; the model is left unchanged."""
-    return relevance(model, x, y, alpha=alpha, beta=beta)[0]
+    the one-hot true label y (B,). Batched; eval mode for the pass; the model is left unchanged. For many
+    batches, RelevanceSession does the set-up once."""
+    with RelevanceSession(model, alpha, beta) as lrp:
+        return lrp(x, y)[0]
