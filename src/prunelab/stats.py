@@ -32,12 +32,14 @@ position, the sum running over the whole receptive field (input channels × kern
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
 
 STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance")
 CONTRIBUTION_EPS = 1e-12
@@ -74,15 +76,6 @@ def required_statistics(method_names: Iterable[str], configs: dict[str, dict] | 
 
 
 # ------------------------------------------------------------------------------------------ pass helpers
-def unit_values(t: torch.Tensor, what: str) -> torch.Tensor:
-    """Per-unit value of a layer tensor: B×U stays, B×U×H×W → spatial mean B×U."""
-    if t.dim() == 2:
-        return t
-    if t.dim() == 4:
-        return t.mean(dim=(2, 3))
-    raise ValueError(f"{what}: expected a B×U or B×C×H×W tensor, got shape {tuple(t.shape)}")
-
-
 def conv_geometry(layer: nn.Conv2d, name: str) -> dict:
     """stride / padding / dilation of a Conv2d for functional calls; refuses what the formulas don't cover."""
     if layer.groups != 1:
@@ -95,50 +88,25 @@ def conv_geometry(layer: nn.Conv2d, name: str) -> dict:
     return {"stride": layer.stride, "padding": padding, "dilation": layer.dilation}
 
 
-def _inverse(den: torch.Tensor, eps: float) -> torch.Tensor:
-    """1 / (D + eps) where D > 0, else 0 (all contributions are 0 there), in place on `den`."""
-    den.add_(eps)
-    F.threshold_(den, eps, torch.inf)                                # D + eps <= eps  ⇔  D == 0  →  1/inf = 0
-    return den.reciprocal_()
+def _leaf_calls(model: nn.Module, x: torch.Tensor) -> list[tuple]:
+    """(name, module, tensor inputs, output, (version of the first input, of the output)) of every leaf-module
+    call of one forward, in call order; versions (`Tensor._version`) as the call returns."""
+    leaves = {id(m): name for name, m in model.named_modules() if next(m.children(), None) is None}
+    calls = []
 
+    def hook(mod, inp, out):                           # one global hook (cheaper than one per leaf), ours only
+        name = leaves.get(id(mod))
+        if name is not None:
+            inp = tuple(t for t in inp if torch.is_tensor(t))
+            calls.append((name, mod, inp, out, (inp[0]._version if inp else None,
+                                                out._version if torch.is_tensor(out) else None)))
 
-def contribution_sums(layer: nn.Module, a: torch.Tensor, name: str, squares: bool,
-                      eps: float = CONTRIBUTION_EPS) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Σ r and Σ r² (weight shape, dtype of `a`) over a batch of layer inputs `a` (B×I or B×C×H×W),
-    and the number of (sample, output position) terms. Matrix products only, no loops."""
-    w = layer.weight.detach().to(a.dtype)
-    abs_w = w.abs()
-    if isinstance(layer, nn.Linear):
-        if a.dim() != 2:
-            raise ValueError(f"layer '{name}': contribution needs a B×I input to a Linear, got {tuple(a.shape)}")
-        abs_a = a.abs()
-        inv = _inverse(abs_a @ abs_w.T, eps)                         # 1/D: B×O
-        r_sum = abs_w * (inv.T @ abs_a)
-        r2_sum = (w * w) * ((inv * inv).T @ (abs_a * abs_a)) if squares else None
-        return r_sum, r2_sum, a.shape[0]
-    geo = conv_geometry(layer, name)
-    abs_a = torch.abs(a, out=torch.empty_like(a, memory_format=torch.channels_last))  # oneDNN: faster, thin layers
-    inv = _inverse(F.conv2d(abs_a, abs_w, None, **geo), eps)         # 1/D: B×O×Ho×Wo
-    corr = torch.nn.grad.conv2d_weight
-    r_sum = abs_w * corr(abs_a, w.shape, inv, **geo)
-    r2_sum = (w * w) * corr(abs_a * abs_a, w.shape, inv * inv, **geo) if squares else None
-    return r_sum, r2_sum, inv.shape[0] * inv.shape[2] * inv.shape[3]
-
-
-def _leaf_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple, torch.Tensor]]:
-    """(name, module, tensor inputs, output) of every leaf-module call of one forward, in call order."""
-    calls, handles = [], []
-    for name, m in model.named_modules():
-        if next(m.children(), None) is None:
-            handles.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: calls.append(
-                    (name, mod, tuple(t for t in inp if torch.is_tensor(t)), out))))
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         with torch.no_grad():
             model(x)
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
     return calls
 
 
@@ -149,22 +117,34 @@ def activation_sources(model: nn.Module, x_probe: torch.Tensor, layers: list[tup
     Follows the layer's output through the modules that alone consume it: at most one BatchNorm, then
     Dropout/Identity, then one nonlinearity (stop). Where none follows, the layer's own output.
     """
+    return _probe(model, x_probe, layers)[0]
+
+
+def _probe(model: nn.Module, x_probe: torch.Tensor, layers: list[tuple[str, nn.Module]]
+           ) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    """activation_sources, and the layers whose input IS another layer's activation: {layer: that layer}
+    where the input tensor is the source's output object, not modified in place in between (so its unit
+    values, and their per-class moments, are the same)."""
     calls = _leaf_calls(model, x_probe)
-    per_name: dict[str, int] = {}
-    index: list[int] = []
-    for name, *_ in calls:
-        index.append(per_name.get(name, 0))
-        per_name[name] = index[-1] + 1
-    sources = {}
+    by_name: dict[str, list[int]] = {}                 # module name -> its call indices
+    readers: dict[int, list[int]] = {}                 # id(tensor) -> indices of the calls reading it
+    index: list[int] = []                              # call -> how many earlier calls of the same module
+    for i, (name, _, inputs, *_) in enumerate(calls):
+        index.append(len(by_name.setdefault(name, [])))
+        by_name[name].append(i)
+        for t in inputs:
+            if readers.setdefault(id(t), [])[-1:] != [i]:
+                readers[id(t)].append(i)
+    sources, source_call, layer_call = {}, {}, {}
     for name, _ in layers:
-        where = [i for i, c in enumerate(calls) if c[0] == name]
+        where = by_name.get(name, [])
         if len(where) != 1:
             raise ValueError(f"layer '{name}' is called {len(where)} times in one forward; statistics need "
                              "exactly one call per prunable layer")
         cur, seen_bn = where[0], False
         while True:
             out = calls[cur][3]
-            users = [j for j in range(cur + 1, len(calls)) if any(t is out for t in calls[j][2])]
+            users = [j for j in readers.get(id(out), ()) if j > cur]
             if not users or (len(users) > 1 and calls[users[0]][3] is not out):
                 break                                  # several readers (unless the first is in place)
             nxt = calls[users[0]][1]
@@ -176,10 +156,18 @@ def activation_sources(model: nn.Module, x_probe: torch.Tensor, layers: list[tup
             if isinstance(nxt, _NONLINEAR):
                 break
         sources[name] = (calls[cur][0], index[cur])
-    return sources
+        source_call[name], layer_call[name] = cur, where[0]
+    aliases = {}
+    for name, i in layer_call.items():
+        for other, j in source_call.items():
+            if calls[i][2] and calls[i][2][0] is calls[j][3] and calls[i][4][0] == calls[j][4][1]:
+                aliases[name] = other
+                break
+    return sources, aliases
 
 
-def _check_inputs(model, x, y, needs, num_classes, batch_size) -> set[str]:
+def _check_inputs(model, x, y, needs, num_classes, batch_size) -> tuple[set[str], torch.Tensor]:
+    """Validated needs and the per-class sample counts (K float64, CPU)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     needs = set(needs)
@@ -189,123 +177,59 @@ def _check_inputs(model, x, y, needs, num_classes, batch_size) -> set[str]:
     if not (torch.is_tensor(x) and x.is_floating_point() and x.dim() >= 2 and x.shape[0] > 0):
         raise ValueError("x_float must be a non-empty float tensor N×C×H×W (normalised calibration images), got "
                          + (f"{x.dtype} of shape {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__))
-    if not torch.isfinite(x).all():
+    if not math.isfinite(x.sum()) and not all(map(math.isfinite, x.aminmax())):   # (a finite sum: no NaN/inf)
         raise ValueError("x_float contains NaN or inf")
     if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not (torch.is_tensor(y) and y.dim() == 1 and not y.is_floating_point() and len(y) == len(x)):
         raise ValueError(f"y must be a 1-D integer tensor of {len(x)} labels (one per sample), got "
                          + (f"{y.dtype} of shape {tuple(y.shape)}" if torch.is_tensor(y) else type(y).__name__))
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"labels y must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return needs
+    labels = y.cpu().long()
+    try:
+        count = torch.bincount(labels, minlength=num_classes)     # K entries unless a label is >= K
+    except RuntimeError:                                          # a negative label
+        count = None
+    if count is None or len(count) > num_classes:
+        raise ValueError(f"labels y must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+    return needs, count.double()
 
 
 # ------------------------------------------------------------------------------------------ the pass
-class _Collector:
-    """Forward hooks that add one batch's statistics to float64 accumulators."""
+def _place(model: nn.Module, device: torch.device) -> None:
+    """prunelab.models.place(model, device), skipped where it would change nothing: every parameter and buffer
+    on `device` and, on CPU, every 4-D one channels-last (checking is cheaper than place's walk)."""
+    from prunelab.models import place
 
-    def __init__(self, model, layers, sources, needs, num_classes, acc_device):
-        self.layers, self.sources, self.needs = dict(layers), sources, needs
-        self.k, self.dev = num_classes, acc_device
-        self.y: torch.Tensor | None = None
-        self.active = False
-        self.acts: dict[str, torch.Tensor] = {}       # unit activations of this batch, for taylor
-        self.acc: dict[str, dict] = {n: {} for n in self.layers}
-        self.handles = []
-        self.calls: dict[str, int] = {}
-        by_module: dict[str, list] = {}
-        for name in self.layers:
-            by_module.setdefault(name, []).append(("input", name, 0))
-            src, idx = sources[name]
-            by_module.setdefault(src, []).append(("output", name, idx))
-        modules = dict(model.named_modules())
-        self.handles.append(model.register_forward_pre_hook(lambda *_: self.calls.clear()))
-        for mod_name, jobs in by_module.items():
-            self.handles.append(modules[mod_name].register_forward_hook(
-                lambda m, inp, out, mod_name=mod_name, jobs=jobs: self._hook(mod_name, jobs, inp, out)))
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-    def _add(self, name: str, key: str, value: torch.Tensor):
-        value = value.to(self.dev, torch.float64)
-        store = self.acc[name]
-        store[key] = value if key not in store else store[key] + value
-
-    def _per_class(self, name: str, key: str, values: torch.Tensor):
-        """values B×U → per-class Σ (key_sum) and Σ² (key_sqsum), K×U float64."""
-        v = values.detach().to(self.dev, torch.float64)
-        y = self.y.to(self.dev)
-        for suffix, t in (("_sum", v), ("_sqsum", v * v)):
-            store = self.acc[name]
-            if key + suffix not in store:
-                store[key + suffix] = torch.zeros(self.k, v.shape[1], dtype=torch.float64, device=self.dev)
-            store[key + suffix].index_add_(0, y, t)
-
-    def _hook(self, mod_name, jobs, inp, out):
-        if not self.active:
+    for t in (*model.parameters(), *model.buffers()):
+        if t.device != device or device.type == "cpu" and t.dim() == 4 and not t.is_contiguous(
+                memory_format=torch.channels_last):
+            place(model, device)
             return
-        call = self.calls.get(mod_name, 0)
-        self.calls[mod_name] = call + 1
-        for kind, name, idx in jobs:
-            if idx != call:
-                continue
-            if kind == "output":
-                if "taylor" in self.needs:
-                    self.acts[name] = out
-                if "activations" in self.needs:
-                    self._per_class(name, "act", unit_values(out.detach(), f"activation of layer '{name}'"))
-            else:
-                self._layer_input(name, inp[0].detach())
 
-    @torch.no_grad()
-    def _layer_input(self, name: str, a: torch.Tensor):
-        layer = self.layers[name]
-        if "input_activations" in self.needs:
-            self._per_class(name, "in", unit_values(a, f"input of layer '{name}'"))
-        if "contribution_mean" in self.needs or "contribution_sq" in self.needs:
-            r_sum, r2_sum, positions = contribution_sums(layer, a, name, "contribution_sq" in self.needs)
-            store = self.acc[name]
-            store["contrib_positions"] = store.get("contrib_positions", 0.0) + float(positions)
-            if "contribution_mean" in self.needs:
-                self._add(name, "contrib_r_sum", r_sum)
-            if r2_sum is not None:
-                self._add(name, "contrib_r2_sum", r2_sum)
 
-    def taylor_backward(self, logits: torch.Tensor, y: torch.Tensor):
-        """Cross-entropy (sum over the batch) → Σ ∂L/∂w and per-sample (Σ_p a ∂L/∂a)² per unit."""
-        names = list(self.layers)
-        missing = [n for n in names if n not in self.acts]
-        if missing:
-            raise RuntimeError(f"taylor: no activation captured for layers {missing}")
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        weights = [self.layers[n].weight for n in names]
-        acts = [self.acts[n] for n in names]
-        grads = torch.autograd.grad(loss, weights + acts, allow_unused=True)
-        for i, n in enumerate(names):
-            gw, ga = grads[i], grads[len(names) + i]
-            self._add(n, "grad_sum", torch.zeros_like(weights[i]) if gw is None else gw)
-            if ga is None:
-                ga = torch.zeros_like(acts[i])
-            t = (acts[i].detach() * ga).flatten(2).sum(2) if ga.dim() == 4 else acts[i].detach() * ga
-            self._add(n, "taylor_unit_sq_sum", t.double().square().sum(0))
-        self.acts.clear()
+def _contributions(layers, needs: set[str]) -> dict[str, Contribution]:
+    """{layer: Contribution accumulator} where contribution statistics are needed, else {}."""
+    mean, squares = "contribution_mean" in needs, "contribution_sq" in needs
+    if not (mean or squares):
+        return {}
+    scratch = Scratch()                                # one buffer for every layer's |a|
+    return {n: Contribution(m, n, mean, squares, CONTRIBUTION_EPS,
+                            None if isinstance(m, nn.Linear) else conv_geometry(m, n), scratch) for n, m in layers}
 
 
 def _add_relevance(sums: dict, rel: dict, layers, y: torch.Tensor, num_classes: int, device) -> None:
     """Add a batch of unit relevance ({layer: B×U}) to per-class sums ({layer: K×U float64})."""
+    y, n = y.to(device), len(y)
     for name, m in layers:
         r, units = rel.get(name), m.weight.shape[0]
-        if r is None or tuple(r.shape) != (len(y), units):
+        if r is None or r.shape != (n, units):
             raise ValueError(f"lrp.unit_relevance gave {None if r is None else tuple(r.shape)} for layer "
-                             f"'{name}', expected ({len(y)}, {units})")
+                             f"'{name}', expected ({n}, {units})")
         if name not in sums:
             sums[name] = torch.zeros(num_classes, units, dtype=torch.float64, device=device)
-        sums[name].index_add_(0, y.to(device), r.detach().to(device, torch.float64))
+        sums[name].index_add_(0, y, r.to(device, torch.float64))
 
 
 def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor, needs: set[str],
@@ -318,12 +242,11 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     bounded by layer sizes × classes, not by N. Sums are float64, so any batching gives the same numbers
     up to the rounding of per-batch products in the model's dtype (exactly, for a float64 model).
     """
-    needs = _check_inputs(model, x_float, y, needs, num_classes, batch_size)
+    needs, class_count = _check_inputs(model, x_float, y, needs, num_classes, batch_size)
     device = torch.device(device)
     layers = prunable_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer to collect statistics for")
-    class_count = torch.bincount(y.cpu().long(), minlength=num_classes).double()
     stats = {"version": STATS_VERSION, "needs": sorted(needs), "num_classes": num_classes,
              "num_samples": len(x_float), "class_count": class_count,
              "layers": {n: {"type": type(m).__name__, "weight_shape": list(m.weight.shape),
@@ -333,40 +256,35 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
 
     acc_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")   # float64 sums
     was_training = model.training
-    from prunelab.models import place
-
-    place(model, device).eval()
+    _place(model, device)
+    training = any(m.training for m in model.modules())
+    if training:                                       # (eval/train walk every module: only when needed)
+        model.eval()
     dtype = next(model.parameters()).dtype
     hooked = needs - {"relevance"}
     frozen = [m.weight for _, m in layers if not m.weight.requires_grad] if "taylor" in needs else []
     for w in frozen:                                   # taylor differentiates w.r.t. every prunable weight
         w.requires_grad_(True)
-    sources = activation_sources(model, x_float[:2].to(device, dtype), layers) if hooked else {}
-    collector = _Collector(model, layers, sources, hooked, num_classes, acc_device) if hooked else None
+    sources, aliases = _probe(model, x_float[:2].to(device, dtype), layers) if hooked else ({}, {})
+    collector = Collector(model, layers, sources, aliases, hooked, num_classes, acc_device,
+                          _contributions(layers, hooked)) if hooked else None
     correct = torch.zeros(num_classes, dtype=torch.float64)
     relevance, lrp_logits, handles = {}, [], []
     if "relevance" in needs:
-        from prunelab.lrp import unit_relevance  # lazy: LRP only when frs is configured
+        from prunelab.lrp import RelevanceSession  # lazy: LRP only when frs is configured
 
-        # the LRP pass is a forward too: its logits give the per-class accuracy (no extra forward)
-        handles.append(model.register_forward_hook(lambda m, inp, out: lrp_logits.append(out.detach())))
+        lrp = RelevanceSession(model, alpha=lrp_alpha, beta=lrp_beta)  # set up once for all batches
+        handles.append(lrp)                                              # closed (forwards restored) in `finally`
     try:
         for start in range(0, len(x_float), batch_size):
             xb = x_float[start:start + batch_size].to(device, dtype)
             yb = y[start:start + batch_size].to(device).long()
             if collector is not None:
-                collector.y, collector.active = yb, True
-                with torch.set_grad_enabled("taylor" in needs):
-                    logits = model(xb)
-                    collector.active = False
-                    if "taylor" in needs:
-                        collector.taylor_backward(logits, yb)
+                collector.batch(model, xb, yb)
             if "relevance" in needs:
-                lrp_logits.clear()
-                rel = unit_relevance(model, xb, yb, alpha=lrp_alpha, beta=lrp_beta)
-                if len(lrp_logits) != 1:
-                    raise RuntimeError(f"expected one model forward inside lrp.unit_relevance, saw {len(lrp_logits)}")
-                hit = (lrp_logits[0].argmax(1) == yb).double().cpu()
+                # the LRP pass is a forward too: its logits give the per-class accuracy (no extra forward)
+                rel, _, lrp_logits = lrp(xb, yb)
+                hit = (lrp_logits.argmax(1) == yb).double().cpu()
                 correct.index_add_(0, yb.cpu(), hit)
                 _add_relevance(relevance, rel, layers, yb, num_classes, acc_device)
     finally:
@@ -374,14 +292,16 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
             h.remove()
         if collector is not None:
             collector.remove()
-        model.train(was_training)
+        if training:
+            model.train(was_training)
         for w in frozen:
             w.requires_grad_(False)
+    results = collector.results() if collector is not None else {}
     for name, _ in layers:
         entry = stats["layers"][name]
         if collector is not None:
             entry["act_source"] = sources[name][0]
-            entry.update({k: v.cpu() if torch.is_tensor(v) else v for k, v in collector.acc[name].items()})
+            entry.update({k: v.cpu() if torch.is_tensor(v) else v for k, v in results[name].items()})
         if name in relevance:
             entry["relevance_sum"] = relevance[name].cpu()
     if "relevance" in needs:
