@@ -6,6 +6,20 @@ as every job places them, `prunelab.models.place`) and per method group (screeni
 `collect_statistics` over that of `model(x)` batches under no_grad. Targets: forward-only ≤ 2×, taylor and
 frs ≤ 4×. Writes JSON (default results/bench/stats_overhead.json).
 
+Timing: every group runs once before anything is timed (the allocator's heap grows to its steady size: an
+evaluation timed on a cold heap takes page faults that one timed after a statistics pass does not, which
+flattered earlier ratios 1.5–2×); then each group is timed in pairs with the evaluation pass (eval, stats, eval,
+stats, ...) and the ratio is the median stats time over the median eval time of its own pairs.
+
+Arithmetic floor: each group needs a number of layer-sized products per Conv2d/Linear (the eval pass: 1):
+screening 1, contribution with kappa = 0 3 (the forward, D = |a|·|w| and the correlation of |a| with 1/D),
+kappa ≠ 0 4 (one more correlation for Σ r²), frs 4 (z⁺ and z⁻, and one transposed product each way). `floor` is
+the measured time of an evaluation pass in which every Conv2d/Linear repeats its own product that many times
+(same shapes and layout), over the plain evaluation: no implementation of the statistics can be cheaper than
+that, whatever the elementwise work. For taylor the floor is the gradient itself: a forward and one
+`torch.autograd.grad` of the cross-entropy w.r.t. every prunable weight (backward through BN, ReLU and pools
+included).
+
     python benchmarks/stats_overhead.py [--threads 2] [--repeats 5] [--device cpu] [--groups frs taylor]
 """
 
@@ -29,6 +43,7 @@ MODELS = {  # name: (arch, samples, batch size)
     "resnet20": ({"name": "resnet20", "options": {}, "in_shape": [3, 32, 32], "num_classes": 10}, 512, 128),
 }
 TARGETS = {"screening": 2.0, "forward": 2.0, "forward_kappa0": 2.0, "taylor": 4.0, "frs": 4.0}
+PRODUCTS = {"screening": 1, "forward": 4, "forward_kappa0": 3, "taylor": "grad", "frs": 4}  # per layer; eval = 1
 
 
 def groups() -> dict[str, set[str] | None]:
@@ -45,19 +60,33 @@ def groups() -> dict[str, set[str] | None]:
     return out
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up."""
-    fn()
-    times = []
+def paired(fa, fb, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of fa() and of fb(), timed alternately (a, b, a, b, ...) after one warm-up of each."""
+    fa(), fb()
+    times: tuple[list, list] = ([], [])
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in ((fa, times[0]), (fb, times[1])):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def repeat_products(model: torch.nn.Module, k: int) -> list:
+    """Forward hooks making every Conv2d / Linear compute its own product k - 1 more times (the floor)."""
+    def hook(m, inp, out):
+        for _ in range(k - 1):
+            if isinstance(m, torch.nn.Conv2d):
+                m._conv_forward(inp[0], m.weight, m.bias)
+            else:
+                torch.nn.functional.linear(inp[0], m.weight, m.bias)
+
+    return [m.register_forward_hook(hook) for m in model.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
 
 def bench_model(name: str, repeats: int, device: torch.device, scale: float, only=None) -> dict:
@@ -73,20 +102,45 @@ def bench_model(name: str, repeats: int, device: torch.device, scale: float, onl
             for i in range(0, n, batch):
                 model(x[i:i + batch])
 
-    eval_s = timed(evaluate, repeats, device)
-    result = {"samples": n, "batch_size": batch, "eval_s": eval_s, "groups": {}}
+    def gradient():
+        weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        for i in range(0, n, batch):
+            loss = torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch], reduction="sum")
+            torch.autograd.grad(loss, weights)
+
+    chosen = {g: needs for g, needs in groups().items() if needs is not None and (not only or g in only)}
+    for needs in chosen.values():               # heap warm-up: see the module docstring
+        collect_statistics(model, x, y, needs, arch["num_classes"], batch, device)
+    result = {"samples": n, "batch_size": batch, "groups": {}, "floor": {}}
+    eval_s, sec = paired(evaluate, gradient, repeats, device)
+    result["floor"]["grad"] = sec / eval_s
+    for k in sorted(k for k in set(PRODUCTS.values()) if k not in (1, "grad")):
+        handles = []
+        try:
+            def with_products():
+                handles.extend(repeat_products(model, k))
+                evaluate()
+                while handles:
+                    handles.pop().remove()
+            eval_s, sec = paired(evaluate, with_products, repeats, device)
+        finally:
+            for h in handles:
+                h.remove()
+        result["floor"][k] = sec / eval_s
     for group, needs in groups().items():
         if only and group not in only:
             continue
         if needs is None:
             result["groups"][group] = {"skipped": "lrp.py missing"}
             continue
-        sec = timed(lambda: collect_statistics(model, x, y, needs, arch["num_classes"], batch, device),
-                    repeats, device)
-        result["groups"][group] = {"needs": sorted(needs), "seconds": sec, "ratio": sec / eval_s,
-                                   "target": TARGETS[group], "meets_target": sec / eval_s <= TARGETS[group]}
+        eval_s, sec = paired(evaluate, lambda: collect_statistics(model, x, y, needs, arch["num_classes"], batch,
+                                                                  device), repeats, device)
+        floor = result["floor"].get(PRODUCTS[group], 1.0)
+        result["groups"][group] = {"needs": sorted(needs), "seconds": sec, "eval_s": eval_s, "ratio": sec / eval_s,
+                                   "floor": floor, "products": PRODUCTS[group], "target": TARGETS[group],
+                                   "meets_target": sec / eval_s <= TARGETS[group]}
         print(f"{name:9s} {group:15s} {sec:8.4f} s  eval {eval_s:8.4f} s  ratio {sec / eval_s:5.2f}"
-              f"  (target ≤ {TARGETS[group]:.0f}×)", flush=True)
+              f"  floor {floor:5.2f} ({PRODUCTS[group]}{'' if PRODUCTS[group] == 'grad' else ' products'})  (target ≤ {TARGETS[group]:.0f}×)", flush=True)
     return result
 
 
