@@ -269,7 +269,7 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     collector = Collector(model, layers, sources, aliases, hooked, num_classes, acc_device,
                           _contributions(layers, hooked)) if hooked else None
     correct = torch.zeros(num_classes, dtype=torch.float64)
-    relevance, lrp_logits, handles = {}, [], []
+    relevance, handles = {}, []
     if "relevance" in needs:
         from prunelab.lrp import RelevanceSession  # lazy: LRP only when frs is configured
 
