@@ -46,18 +46,12 @@ TARGETS = {"screening": 2.0, "forward": 2.0, "forward_kappa0": 2.0, "taylor": 4.
 PRODUCTS = {"screening": 1, "forward": 4, "forward_kappa0": 3, "taylor": "grad", "frs": 4}  # per layer; eval = 1
 
 
-def groups() -> dict[str, set[str] | None]:
-    """Statistics per method group; None where the group cannot run here (with the reason printed)."""
-    out = {"screening": required_statistics(["screening"]),
-           "forward": required_statistics(["screening", "contribution"]),
-           "forward_kappa0": required_statistics(["screening", "contribution"], {"contribution": {"kappa": 0}}),
-           "taylor": required_statistics(["taylor"])}
-    if (Path(__file__).resolve().parents[1] / "src/prunelab/lrp.py").exists():
-        out["frs"] = {"relevance"}
-    else:
-        print("note: src/prunelab/lrp.py is not there yet; frs skipped")
-        out["frs"] = None
-    return out
+def groups() -> dict[str, set[str]]:
+    """Statistics per method group."""
+    return {"screening": required_statistics(["screening"]),
+            "forward": required_statistics(["screening", "contribution"]),
+            "forward_kappa0": required_statistics(["screening", "contribution"], {"contribution": {"kappa": 0}}),
+            "taylor": required_statistics(["taylor"]), "frs": {"relevance"}}
 
 
 def paired(fa, fb, repeats: int, device: torch.device) -> tuple[float, float]:
@@ -108,7 +102,7 @@ def bench_model(name: str, repeats: int, device: torch.device, scale: float, onl
             loss = torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch], reduction="sum")
             torch.autograd.grad(loss, weights)
 
-    chosen = {g: needs for g, needs in groups().items() if needs is not None and (not only or g in only)}
+    chosen = {g: needs for g, needs in groups().items() if not only or g in only}
     for needs in chosen.values():               # heap warm-up: see the module docstring
         collect_statistics(model, x, y, needs, arch["num_classes"], batch, device)
     result = {"samples": n, "batch_size": batch, "groups": {}, "floor": {}}
@@ -129,9 +123,6 @@ def bench_model(name: str, repeats: int, device: torch.device, scale: float, onl
         result["floor"][k] = sec / eval_s
     for group, needs in groups().items():
         if only and group not in only:
-            continue
-        if needs is None:
-            result["groups"][group] = {"skipped": "lrp.py missing"}
             continue
         eval_s, sec = paired(evaluate, lambda: collect_statistics(model, x, y, needs, arch["num_classes"], batch,
                                                                   device), repeats, device)

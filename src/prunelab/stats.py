@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunelab.models import place
 from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
 
 STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance")
@@ -197,18 +198,6 @@ def _check_inputs(model, x, y, needs, num_classes, batch_size) -> tuple[set[str]
 
 
 # ------------------------------------------------------------------------------------------ the pass
-def _place(model: nn.Module, device: torch.device) -> None:
-    """prunelab.models.place(model, device), skipped where it would change nothing: every parameter and buffer
-    on `device` and, on CPU, every 4-D one channels-last (checking is cheaper than place's walk)."""
-    from prunelab.models import place
-
-    for t in (*model.parameters(), *model.buffers()):
-        if t.device != device or device.type == "cpu" and t.dim() == 4 and not t.is_contiguous(
-                memory_format=torch.channels_last):
-            place(model, device)
-            return
-
-
 def _contributions(layers, needs: set[str]) -> dict[str, Contribution]:
     """{layer: Contribution accumulator} where contribution statistics are needed, else {}."""
     mean, squares = "contribution_mean" in needs, "contribution_sq" in needs
@@ -256,7 +245,7 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
 
     acc_device = device if device.type in ("cpu", "cuda") else torch.device("cpu")   # float64 sums
     was_training = model.training
-    _place(model, device)
+    place(model, device)
     training = any(m.training for m in model.modules())
     if training:                                       # (eval/train walk every module: only when needed)
         model.eval()
