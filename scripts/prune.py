@@ -26,6 +26,7 @@ fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency
 fields.update(val_and_test(model, data, device))
 job.finish(job.record(stage="pruned", epochs=0, schedule=p.prune["schedule"], layer_kept=info["layer_kept"],
                       method_config=p.method_config, prune_rounds=info.get("rounds", 1),
+                      ratio_achieved=info.get("ratio_achieved"), round_to=info.get("round_to"),
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)
 end_process()

@@ -14,6 +14,10 @@ Conventions (DESIGN §5):
 - Residual streams (`residual="inner"`, default): only groups that do not pass through a residual add are
   prunable, i.e. the inner convs of residual blocks. `residual="all"` also prunes the streams; it is
   refused where the stream passes a zero-padding (option-A) shortcut, which torch-pruning cannot follow.
+- Hardware-aligned widths (`round_to`, structured only): after selection each group's kept count is raised to
+  the smallest multiple of round_to >= it (at most all its units) by restoring its highest-scored removed
+  units, e.g. 8 for GPU tensor cores, 16 for AVX-512 (oneDNN computes 16 output channels per block). Rounding
+  only keeps more units, so the achieved ratio (reported) can be below the requested one.
 The structured reference (`masked_dense_model`) and the physical removal live in `prunelab.structured`.
 """
 
@@ -37,6 +41,14 @@ def validate_ratio(ratio, what: str = "ratio") -> float:
             or not 0.0 < ratio < 1.0:
         raise ValueError(f"{what} must be a number in the open interval (0, 1) (fraction removed), got {ratio!r}")
     return float(ratio)
+
+
+def validate_round_to(round_to) -> int:
+    """`round_to` as an int >= 1, else ValueError naming it."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be an int >= 1 (kept units per layer are rounded up to a multiple of "
+                         f"it; 1 = no rounding), got {round_to!r}")
+    return round_to
 
 
 def score_layers(scores: dict) -> dict:
@@ -327,10 +339,24 @@ def structured_groups(model: nn.Module, example_input: torch.Tensor | None = Non
     return groups
 
 
+def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> torch.Tensor:
+    """`drop` (bool, (units,), True = removed) with its highest-scored removed units restored until the kept
+    count is the smallest multiple of round_to >= it, capped at all units (removal order is kept: the
+    restored units are the last ones a stable ascending sort of `score` would remove)."""
+    kept = drop.numel() - int(drop.sum())
+    extra = min(drop.numel(), -(-kept // round_to) * round_to) - kept
+    idx = torch.nonzero(drop).flatten()
+    idx = idx[torch.argsort(score[idx], stable=True)]
+    out = drop.clone()
+    out[idx[idx.numel() - extra:]] = False
+    return out
+
+
 def _select_structured(model, scores, ratio, scope="global", min_keep=1, ignore=(), normalize="l2",
-                       residual="inner", example_input=None):
+                       residual="inner", example_input=None, round_to=1):
     """select_structured plus the groups and counts it used: (remove, groups, stats)."""
     ratio = validate_ratio(ratio)
+    round_to = validate_round_to(round_to)
     _check_scope(scope)
     if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
         raise ValueError(f"min_keep (structured) is a number of units per layer, an int >= 1, got {min_keep!r}")
@@ -369,6 +395,7 @@ def _select_structured(model, scores, ratio, scope="global", min_keep=1, ignore=
             mask = torch.zeros(g["units"], dtype=torch.bool)
             mask[_lowest(s, k)] = True
             drop.append(mask)
+    drop = [_round_up_kept(mask, s, round_to) for (_, s, _), mask in zip(scored, drop)]
     remove = {}
     for (g, _, _), mask in zip(scored, drop):
         idx = torch.nonzero(mask).flatten().long()
@@ -381,14 +408,16 @@ def _select_structured(model, scores, ratio, scope="global", min_keep=1, ignore=
 
 def select_structured(model: nn.Module, scores: dict, ratio: float, scope: str = "global", min_keep: int = 1,
                       ignore=(), normalize: str | None = "l2", residual: str = "inner",
-                      example_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      example_input: torch.Tensor | None = None, round_to: int = 1) -> dict[str, torch.Tensor]:
     """Output units to REMOVE, {layer: sorted LongTensor of indices}, for every layer of every prunable group
     (indices may be empty; the classifier, ignored layers and unpruned residual streams are absent).
 
     Removes round(ratio × N) of the N prunable units (global: one ranking over all groups of scores put on
     a common scale by `normalize`; layerwise: ratio per group). Never the classifier's outputs, nor
     layers in `ignore` (or groups containing them); each group keeps at least min_keep units (its best).
-    Coupled layers share indices; see the module docstring for group scores and residual streams.
+    Then each group's kept count is rounded up to a multiple of `round_to` (capped at its units) by restoring
+    its highest-scored removed units, so fewer units than requested may go. Coupled layers share indices; see
+    the module docstring for group scores and residual streams.
     """
     return _select_structured(model, scores, ratio, scope, min_keep, ignore, normalize, residual,
-                              example_input)[0]
+                              example_input, round_to)[0]

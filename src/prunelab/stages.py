@@ -16,7 +16,8 @@ from torch import nn
 
 from prunelab.models import place
 from prunelab.pipeline import calibration_subset, split_tensors
-from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_scores)
+from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_round_to,
+                            validate_scores)
 from prunelab.train import train_model
 
 log = logging.getLogger("prunelab.stages")
@@ -25,8 +26,9 @@ GRANULARITIES = ("unstructured", "structured")
 
 def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio: float, prune_cfg: dict) -> None:
     """Fail before any work: ratio in (0, 1), known granularity, scores for this architecture and granularity,
-    a schedule the granularity supports."""
+    a schedule the granularity supports, a valid prune.round_to (structured only, checked for both)."""
     validate_ratio(ratio)
+    validate_round_to(prune_cfg.get("round_to", 1))
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     layers = validate_scores(model, scores)
@@ -55,17 +57,23 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     """Prune a copy of `dense` → (model, arch, masks | None, info).
 
     unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
-    equivalence check against the masked dense model (new arch returned). Iterative (unstructured only):
-    `rescore(model) -> scores` re-scores the current model each round, with `finetune_cfg` epochs // k between
-    rounds. Ratios are always fractions of the DENSE model's prunable weights / units.
+    equivalence check against the masked dense model (new arch returned). Iterative: `rescore(model) -> scores`
+    re-scores the current model before each later round (optional for unstructured, where it falls back to
+    the first scores; required for structured with > 1 round, as the pruned model changes shape), with
+    `finetune_cfg` epochs // k between rounds. Ratios are always fractions of the DENSE model's prunable
+    weights / units; structured widths are rounded up to multiples of prune_cfg["round_to"] (default 1).
     """
     check_prune_request(dense, scores, granularity, ratio, prune_cfg)
-    model = place(copy.deepcopy(dense), device)
-    scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
-    per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
     targets = [ratio]
     if prune_cfg.get("schedule", "oneshot") == "iterative":
         targets = iterative_ratios(ratio, int(prune_cfg.get("iterative_steps", 3)))
+    if granularity == "structured" and len(targets) > 1 and rescore is None:
+        raise ValueError(f"the iterative structured schedule ({len(targets)} rounds) needs a rescore function: "
+                         f"the pruned model changes shape between rounds, so the first round's scores no longer "
+                         f"fit it (pass rescore=..., e.g. stages.rescorer, or use iterative_steps: 1)")
+    model = place(copy.deepcopy(dense), device)
+    scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
+    per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
 
     def between_rounds(model, k):
         if k < len(targets) - 1 and per_round > 0:
@@ -93,7 +101,11 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
 def _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, seed, rescore, between_rounds):
     """Physical removal in len(targets) rounds; round k removes units until targets[k] of the DENSE model's
     prunable units are gone (its ratio w.r.t. the current model follows), re-scoring the current model first.
-    Each round checks the pruned model against the masked current model. → (model, arch, None, info)."""
+    With prune_cfg["round_to"] each round's kept units per group are rounded up to a multiple of it, so every
+    width stays a multiple (or the group's dense width); a round that keeps more than asked leaves the rest to
+    the next round (the counts are of units actually removed), the last round's shortfall stays in
+    ratio_achieved. Each round checks the pruned model against the masked current model.
+    → (model, arch, None, info)."""
     from prunelab.models import prunable_layers
     from prunelab.structured import prune_structured
 
@@ -105,12 +117,13 @@ def _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, se
             left = round(target * n0) - removed            # units this round still has to remove
             if left < 1:
                 continue
-            scores = rescore(model) if rescore is not None else scores
+            scores = rescore(model)  # prune_model refuses rescore=None with more than one round
             round_ratio = left / (n0 - removed)
         else:
             round_ratio = target
         model, arch, info = prune_structured(model, arch, scores, round_ratio, x, scope=prune_cfg.get("scope", "global"),
                                              min_keep=prune_cfg.get("min_keep_units", 1),
+                                             round_to=prune_cfg.get("round_to", 1),
                                              ignore=tuple(prune_cfg.get("ignore_layers", [])))
         model = place(model, device)
         n0 = info["n_prunable"] if n0 is None else n0

@@ -150,7 +150,7 @@ def remove_units(model: nn.Module, remove: dict[str, torch.Tensor], groups: list
 
 def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, example_input: torch.Tensor,
                      scope: str = "global", min_keep: int = 1, ignore=(), normalize: str | None = "l2",
-                     residual: str = "inner", tol: float = 1e-4):
+                     residual: str = "inner", tol: float = 1e-4, round_to: int = 1):
     """Physically prune a COPY of `model` (the input is untouched). Returns (pruned, new_arch, info).
 
     Selection as `prunelab.prune.select_structured` (same arguments); example_input: one input batch
@@ -158,13 +158,15 @@ def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, e
     build_model(new_arch) + load_state_dict(pruned.state_dict(), strict=True) rebuilds it.
     info: ratio_requested, ratio_achieved (removed / prunable units), n_prunable, n_removed,
     layer_kept {layer: kept fraction of its output units, every Conv/Linear}, removed {layer: [indices]},
-    groups [[coupled layer names]], max_logit_diff, scope, min_keep, normalize, residual.
+    groups [[coupled layer names]], max_logit_diff, scope, min_keep, round_to, normalize, residual.
+    round_to: kept units per group rounded up to a multiple (see select_structured); ratio_achieved may then
+    be below ratio_requested.
     Raises EquivalenceError if the pruned logits differ from the masked dense model's (eval mode).
     """
     if not isinstance(example_input, torch.Tensor):
         raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
     remove, groups, stats = _select_structured(model, scores, ratio, scope, min_keep, ignore, normalize,
-                                               residual, example_input)
+                                               residual, example_input, round_to)
     reference = masked_dense_model(model, remove, example_input)
     before = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
     pruned = remove_units(copy.deepcopy(model), remove, groups, example_input)
@@ -175,7 +177,8 @@ def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, e
             "layer_kept": {n: after[n] / before[n] for n in before},
             "removed": {n: [int(i) for i in idx] for n, idx in remove.items()},
             "groups": [g["members"] for g in groups], "max_logit_diff": diff,
-            "scope": scope, "min_keep": min_keep, "normalize": normalize, "residual": residual}
+            "scope": scope, "min_keep": min_keep, "round_to": round_to, "normalize": normalize,
+            "residual": residual}
     return pruned, new_arch, info
 
 
