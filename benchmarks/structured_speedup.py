@@ -1,14 +1,16 @@
 """Theoretical (MACs) vs measured (CPU latency) speedup of physically pruned CIFAR models.
 
-Each model is pruned at 50 % of its prunable channels (ResNets: the blocks' inner convs) with magnitude scores (L1 norm of each filter,
-computed here) by `prunelab.structured.prune_structured`; BN is folded into the convs of the dense and the
-pruned model alike, and both are placed as every job places its models (`prunelab.models.place`: conv weights
-channels-last on CPU); latency is the median of repeated timed forward passes (3x32x32, batch 64,
-torch.inference_mode, 2 threads), dense and pruned runs interleaved so that load from other processes
-hits both alike (the minimum, and the median of the pairwise ratios, are recorded too). Prints a table and writes JSON
-(default results/bench/structured_speedup.json).
+Each model is pruned at 50 % of its prunable channels (ResNets: the blocks' inner convs) with magnitude scores
+(L1 norm of each filter, computed here) by `prunelab.structured.prune_structured`. Dense and pruned models are
+timed in the inference forms every job times them in (`prunelab.deploy.inference_model`): "eager" = BN folded
+into the convs, channels-last on CPU; "compiled" = the same, compiled by TorchInductor with frozen weights
+(the job setting `latency.compile: true`). Latency is the median of repeated timed forward passes (3x32x32,
+batch 64, torch.inference_mode, 2 threads), dense and pruned runs interleaved so that load from other processes
+hits both alike (the minimum, and the median of the pairwise ratios, are recorded too). Prints a table and
+writes JSON (default results/bench/structured_speedup.json).
 
-    python benchmarks/structured_speedup.py [--repeats 15] [--scope layerwise|global] [--out PATH]
+    python benchmarks/structured_speedup.py [--repeats 15] [--scope layerwise|global] [--round-to 16]
+        [--forms eager compiled]
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import torch
 
+from prunelab.deploy import inference_model, latency_form
 from prunelab.metrics import count_macs, count_params
-from prunelab.models import build_model, place, prunable_layers
-from prunelab.structured import fold_batchnorm, logits_difference, prune_structured
+from prunelab.models import build_model, prunable_layers
+from prunelab.structured import prune_structured
 
 MODELS = [("vgg11", {}), ("vgg16", {}), ("resnet20", {"shortcut": "A"}), ("resnet56", {"shortcut": "B"})]
 IN_SHAPE = [3, 32, 32]
@@ -52,33 +55,47 @@ def paired_latency(a, b, x, warmup: int, repeats: int) -> tuple[list[float], lis
     return ta, tb
 
 
-def bench(name: str, options: dict, args) -> dict:
-    arch = {"name": name, "options": options, "in_shape": IN_SHAPE, "num_classes": 10}
-    torch.manual_seed(0)
-    dense = build_model(arch).eval()
-    example = torch.randn(2, *IN_SHAPE)
-    pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example, scope=args.scope)
-    pruned.eval()
-    macs_d, macs_p = count_macs(dense, IN_SHAPE), count_macs(pruned, IN_SHAPE)
-    fd, fp = place(fold_batchnorm(dense), "cpu"), place(fold_batchnorm(pruned), "cpu")  # as every job runs them
-    for raw, folded in ((dense, fd), (pruned, fp)):
-        diff, scale = logits_difference(folded, raw, example)
-        assert diff <= 1e-3 * max(1.0, scale), f"{name}: BN folding changed the logits by {diff}"
+def timed_pair(dense, pruned, example, compiled: bool, args) -> dict:
+    """Latency of dense vs pruned in one inference form (paired runs), as result keys."""
+    fd = inference_model(dense, "cpu", compiled, check_input=example)
+    fp = inference_model(pruned, "cpu", compiled, check_input=example)
     x = torch.randn(args.batch, *IN_SHAPE)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fd(x), fp(x)  # compiles, when compiled: not timed
+    setup_s = time.perf_counter() - t0
     td, tp = paired_latency(fd, fp, x, args.warmup, args.repeats)
     lat_d, lat_p = statistics.median(td), statistics.median(tp)
-    theo, meas = macs_d / macs_p, lat_d / lat_p
-    return {"model": name, "options": options, "ratio_requested": args.ratio,
-            "ratio_achieved": info["ratio_achieved"], "scope": args.scope, "residual": info["residual"],
-            "params_dense": count_params(dense), "params_pruned": count_params(pruned),
-            "macs_dense": macs_d, "macs_pruned": macs_p, "speedup_theoretical": theo,
-            "latency_ms_dense": lat_d, "latency_ms_pruned": lat_p, "speedup_measured": meas,
-            "measured_over_theoretical": meas / theo, "max_logit_diff": info["max_logit_diff"],
+    return {"form": latency_form(compiled), "first_call_s": setup_s,
+            "latency_ms_dense": lat_d, "latency_ms_pruned": lat_p, "speedup_measured": lat_d / lat_p,
             # the minimum is the run least disturbed by other processes on a shared CPU
             "latency_ms_dense_min": min(td), "latency_ms_pruned_min": min(tp),
             "speedup_measured_min": min(td) / min(tp),
             # each dense run over the pruned run timed right after it: drift in machine load cancels pairwise
             "speedup_measured_paired": statistics.median(a / b for a, b in zip(td, tp))}
+
+
+def bench(name: str, options: dict, args) -> dict:
+    arch = {"name": name, "options": options, "in_shape": IN_SHAPE, "num_classes": 10}
+    torch.manual_seed(0)
+    dense = build_model(arch).eval()
+    example = torch.randn(2, *IN_SHAPE)
+    pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example, scope=args.scope,
+                                       round_to=args.round_to)
+    pruned.eval()
+    macs_d, macs_p = count_macs(dense, IN_SHAPE), count_macs(pruned, IN_SHAPE)
+    theo = macs_d / macs_p
+    forms = {}
+    for form in args.forms:
+        r = timed_pair(dense, pruned, example, form == "compiled", args)
+        r["measured_over_theoretical"] = r["speedup_measured"] / theo
+        r["paired_over_theoretical"] = r["speedup_measured_paired"] / theo
+        forms[form] = r
+    return {"model": name, "options": options, "ratio_requested": args.ratio,
+            "ratio_achieved": info["ratio_achieved"], "scope": args.scope, "round_to": args.round_to, "residual": info["residual"],
+            "params_dense": count_params(dense), "params_pruned": count_params(pruned),
+            "macs_dense": macs_d, "macs_pruned": macs_p, "speedup_theoretical": theo,
+            "max_logit_diff": info["max_logit_diff"], "forms": forms}
 
 
 def main() -> None:
@@ -87,26 +104,32 @@ def main() -> None:
     p.add_argument("--scope", choices=["global", "layerwise"], default="layerwise",
                    help="layerwise (default): 50%% of every prunable layer; global ranks L2-normalised scores, "
                         "which on untrained weights puts nearly all removal in the widest layers")
+    p.add_argument("--round-to", type=int, default=1,
+                   help="kept channels per layer rounded up to a multiple (prune.round_to); 16 = one AVX-512 vector "
+                        "of floats, the block oneDNN computes output channels in")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--models", nargs="*", default=[m for m, _ in MODELS])
+    p.add_argument("--forms", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"],
+                   help="inference forms to time (compiled needs a C++ compiler; ~5-15 s to compile per model)")
     p.add_argument("--out", default="results/bench/structured_speedup.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = [bench(n, o, args) for n, o in MODELS if n in args.models]
-    print(f"{'model':<16}{'MACs dense':>12}{'pruned':>11}{'theo':>7}{'ms dense':>10}{'pruned':>9}"
-          f"{'meas':>7}{'meas/theo':>10}{'min-based':>10}{'paired':>8}")
+    print(f"{'model':<14}{'form':<10}{'MACs dense':>12}{'pruned':>11}{'theo':>6}{'ms dense':>9}{'pruned':>8}"
+          f"{'meas':>6}{'meas/theo':>10}{'min-based':>10}{'paired':>7}")
     for r in rows:
         label = r["model"] + (f"-{r['options']['shortcut']}" if r["options"] else "")
-        print(f"{label:<16}{r['macs_dense']:>12,}{r['macs_pruned']:>11,}{r['speedup_theoretical']:>7.2f}"
-              f"{r['latency_ms_dense']:>10.1f}{r['latency_ms_pruned']:>9.1f}{r['speedup_measured']:>7.2f}"
-              f"{r['measured_over_theoretical']:>10.2f}{r['speedup_measured_min'] / r['speedup_theoretical']:>10.2f}"
-              f"{r['speedup_measured_paired'] / r['speedup_theoretical']:>8.2f}")
+        for form, f in r["forms"].items():
+            print(f"{label:<14}{form:<10}{r['macs_dense']:>12,}{r['macs_pruned']:>11,}{r['speedup_theoretical']:>6.2f}"
+                  f"{f['latency_ms_dense']:>9.1f}{f['latency_ms_pruned']:>8.1f}{f['speedup_measured']:>6.2f}"
+                  f"{f['measured_over_theoretical']:>10.2f}"
+                  f"{f['speedup_measured_min'] / r['speedup_theoretical']:>10.2f}{f['paired_over_theoretical']:>7.2f}")
     env = {"torch": torch.__version__, "threads": args.threads, "batch": args.batch, "in_shape": IN_SHAPE,
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "load_avg": os.getloadavg(), "bn_folded": True, "warmup": args.warmup, "repeats": args.repeats}
+           "load_avg": os.getloadavg(), "bn_folded": True, "forms": args.forms, "warmup": args.warmup, "repeats": args.repeats}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"env": env, "results": rows}, indent=2) + "\n")

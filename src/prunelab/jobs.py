@@ -57,12 +57,25 @@ def end_process() -> None:
     os._exit(0)
 
 
+def check_latency_settings(rule: str, params: dict) -> None:
+    """Before any work: `latency.compile` needs what compilation needs on the job's device (RuntimeError)."""
+    if not (params.get("latency") or {}).get("compile"):
+        return
+    from prunelab.deploy import compile_problem
+    from prunelab.train import pick_device
+
+    problem = compile_problem(pick_device(params.get("device", "auto")))
+    if problem:
+        raise RuntimeError(f"rule {rule}: {problem}")
+
+
 class Job:
     """One workflow job: rule name, wildcards, the config subset it uses (params), output folder."""
 
     def __init__(self, rule: str, wildcards: dict, params: dict, out_dir: str | Path, log_file=None,
                  parent_wildcards: dict | None = None, parent_rule: str = "train_baseline", threads: int = 1):
         setup_logging(log_file)
+        check_latency_settings(rule, params)
         self.rule, self.wildcards, self.params = rule, dict(wildcards), dict(params)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from torch import nn
 from prunelab.data import normalize
 from prunelab.metrics import evaluate
 from prunelab.models import build_model, place
-from prunelab.records import cost_fields, dense_summary
+from prunelab.records import cost_fields, dense_summary, latency_ms
 from prunelab.train import seed_everything, train_model
 
 log = logging.getLogger("prunelab.pipeline")
@@ -74,13 +74,8 @@ def model_fields(model: nn.Module, data: dict, dense: dict, device, latency_cfg:
 
 def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dict) -> tuple[dict, dict]:
     """Dense baseline's sizes and its latency timed in this job: (dense_summary, {'b1', 'b64'} ms)."""
-    from prunelab.metrics import measure_latency
-
-    reps, warm = latency_cfg.get("repeats", 20), latency_cfg.get("warmup", 5)
     shape = data["in_shape"]
-    lat = {"b1": measure_latency(dense_model, shape, 1, device, warm, reps),
-           "b64": measure_latency(dense_model, shape, 64, device, warm, reps)}
-    return dense_summary(dense_model, shape), lat
+    return dense_summary(dense_model, shape), latency_ms(dense_model, shape, device, latency_cfg)
 
 
 def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

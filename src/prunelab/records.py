@@ -61,15 +61,15 @@ def cost_fields(model: nn.Module, in_shape, dense: dict, device: torch.device,
     """Size, MACs and latency of `model` (masked or physically pruned) against its dense baseline.
 
     dense: `dense_summary` of the baseline. dense_latency: {'b1': ms, 'b64': ms} of the dense model timed in the
-    same job (None for the baseline itself, whose latency speedup is 1). sparsity_achieved = fraction of the
-    dense model's Conv/Linear weights that are zero or removed. Returns the cost keys of metrics.json.
+    same job (None for the baseline itself, whose latency speedup is 1); both are timed by `latency_ms`.
+    sparsity_achieved = fraction of the dense model's Conv/Linear weights that are zero or removed.
+    Returns the cost keys of metrics.json.
     """
     latency_cfg = latency_cfg or {}
-    reps, warm = latency_cfg.get("repeats", 20), latency_cfg.get("warmup", 5)
     nonzero = M.count_nonzero_params(model)
     macs_eff = M.effective_macs(model, in_shape)
-    b1 = M.measure_latency(model, in_shape, 1, device, warm, reps)
-    b64 = M.measure_latency(model, in_shape, 64, device, warm, reps)
+    lat = latency_ms(model, in_shape, device, latency_cfg)
+    b1, b64 = lat["b1"], lat["b64"]
     ref64 = dense_latency["b64"] if dense_latency else b64
     return {
         "sparsity_achieved": 1.0 - _prunable_weights(model, nonzero=True) / max(dense["prunable_weights"], 1),
@@ -82,8 +82,25 @@ def cost_fields(model: nn.Module, in_shape, dense: dict, device: torch.device,
         "latency_ms_b1": b1,
         "latency_ms_b64": b64,
         "latency_speedup": ref64 / b64 if b64 > 0 else None,
+        "latency_form": lat["form"],
         "device": str(device),
     }
+
+
+def latency_ms(model: nn.Module, in_shape, device: torch.device | str, latency_cfg: dict | None = None) -> dict:
+    """Median forward time of `model` at batch 1 and 64 in its inference form (`prunelab.deploy`), in ms.
+
+    latency_cfg: {'warmup', 'repeats', 'compile'}. Returns {'b1', 'b64', 'form'}. The model is not changed.
+    """
+    from prunelab.deploy import inference_model, latency_form
+
+    cfg = latency_cfg or {}
+    reps, warm, compiled = cfg.get("repeats", 20), cfg.get("warmup", 5), bool(cfg.get("compile", False))
+    check = torch.randn(2, *in_shape, generator=torch.Generator().manual_seed(0))
+    form = inference_model(model, device, compiled, check_input=check)
+    warm = max(warm, 1) if compiled else warm  # the first call at each batch size compiles: never time it
+    return {"b1": M.measure_latency(form, in_shape, 1, device, warm, reps),
+            "b64": M.measure_latency(form, in_shape, 64, device, warm, reps), "form": latency_form(compiled)}
 
 
 def _prunable_weights(model: nn.Module, nonzero: bool) -> int:
