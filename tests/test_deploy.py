@@ -10,25 +10,16 @@ from torch import nn
 from conftest import REPO, TINY
 from prunelab.deploy import compile_problem, inference_model, latency_form
 from prunelab.jobs import Job, check_latency_settings
-from prunelab.models import build_model
 from prunelab.records import latency_ms
+from test_structured import make
 
 ARCHS = [("mlp", (1, 8, 8), {}), ("lenet5", (1, 28, 28), {}), ("vgg11", (3, 32, 32), {}),
          ("resnet20", (3, 16, 16), {"shortcut": "A"}), ("resnet20", (3, 16, 16), {"shortcut": "B"})]
 
 
-def trained_looking(name, in_shape, options, seed=0):
-    """A zoo model whose BNs have non-trivial running statistics and affine parameters (as after training)."""
-    torch.manual_seed(seed)
-    model = build_model({"name": name, "options": options, "in_shape": list(in_shape), "num_classes": 10})
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.train()
+def trained_looking(name, in_shape, options):
+    """A zoo model whose BNs (and biases) have non-trivial statistics, as after training; in training mode."""
+    return make(name, in_shape, **options)[0].train()
 
 
 @pytest.mark.parametrize("name,in_shape,options", ARCHS, ids=[f"{a[0]}{a[2].get('shortcut', '')}" for a in ARCHS])
