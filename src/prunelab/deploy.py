@@ -53,8 +53,8 @@ def inference_model(model: nn.Module, device: torch.device | str, compiled: bool
                     check_input: torch.Tensor | None = None) -> nn.Module:
     """Eval-mode inference copy of `model` on `device`: BN folded, placed, and compiled when `compiled`.
 
-    `model` itself is not changed. check_input (any batch of inputs, on any device): the folded copy must give
-    the model's logits on it to FOLD_TOLERANCE (relative to the largest logit), else ValueError.
+    `model` itself is not changed. check_input (a batch of inputs; `model` must be on `device`): the folded
+    copy must give the model's logits on it to FOLD_TOLERANCE (relative to the largest logit), else ValueError.
     """
     device = torch.device(device)
     if compiled:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from prunelab import metrics as M
+from prunelab.deploy import inference_model, latency_form
 
 METRICS_KEYS = (
     "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
@@ -92,8 +93,6 @@ def latency_ms(model: nn.Module, in_shape, device: torch.device | str, latency_c
 
     latency_cfg: {'warmup', 'repeats', 'compile'}. Returns {'b1', 'b64', 'form'}. The model is not changed.
     """
-    from prunelab.deploy import inference_model, latency_form
-
     cfg = latency_cfg or {}
     reps, warm, compiled = cfg.get("repeats", 20), cfg.get("warmup", 5), bool(cfg.get("compile", False))
     check = torch.randn(2, *in_shape, generator=torch.Generator().manual_seed(0))
