@@ -4,6 +4,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
+# The one uv pin (.ci/run and tests use it through `make uv` / `make -s print-uv`): another uv writes
+# uv.lock/requirements.lock in another form. `uv` on PATH is used when it is this version, else the one
+# `make uv` installs with $(PYTHON) -m pip (run as `$(PYTHON) -m uv`).
+UV_VERSION := 0.13.9
+UV = $(if $(shell uv --version 2>/dev/null | grep -E '^uv $(subst .,\.,$(UV_VERSION))( |$$)'),uv,$(PYTHON) -m uv)
 export PYTHONHASHSEED := 0
 # The greedy scheduler: the default ILP one solves an optimisation problem at every scheduling round, which
 # PruneLab (no scarce resources to pack on one machine) does not need with hundreds of small jobs.
@@ -16,14 +21,34 @@ SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG) --scheduler greedy
 EXPERIMENT = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['experiment'])")
 MLFLOW_PORT ?= 5000
 
-.PHONY: venv run test unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean conda-env
+.PHONY: uv print-uv print-uv-version data rerun venv run test unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean conda-env
+
+uv:
+	@$(UV) --version 2>/dev/null | grep -qE '^uv $(subst .,\.,$(UV_VERSION))( |$$)' \
+		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+
+print-uv:
+	@echo $(UV)
+
+print-uv-version:
+	@echo $(UV_VERSION)
 
 venv: $(VENV)/.synced
 
-$(VENV)/.synced: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	uv sync --locked --compile-bytecode --python $(PYTHON)
+$(VENV)/.synced: pyproject.toml uv.lock | uv
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
 	@touch $@
+
+# Fashion-MNIST from Debian's package (files in /usr/share/datasets/fashion-mnist/), where apt can install it.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+data:
+	@if [ -d $(FASHION_DIR) ]; then echo "Fashion-MNIST is installed in $(FASHION_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; \
+	else echo "Fashion-MNIST is not installed: install Debian's package dataset-fashion-mnist" \
+		"(sudo apt-get install dataset-fashion-mnist), or set dataset.download: true in the config"; fi
 
 run: venv
 	$(SNAKEMAKE) --cores $(CORES) --rerun-incomplete $(if $(GPUS),--resources gpu=$(GPUS),)
@@ -66,8 +91,8 @@ mlflow-sync: venv
 clean:
 	rm -rf results/* .snakemake
 
-requirements.lock: uv.lock
-	uv export --locked --no-dev --no-emit-project --format requirements-txt -o $@
+requirements.lock: uv.lock | uv
+	$(UV) export --locked --no-dev --no-emit-project --format requirements-txt -o $@
 
 conda-env:
 	conda env create -f environment.yml && conda run -n prunelab pip install --no-deps -e .

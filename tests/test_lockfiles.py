@@ -92,10 +92,20 @@ def lock_differences(lock_text: str, export_text: str) -> list[str]:
     return diffs
 
 
+def pinned_uv() -> list[str]:
+    """The command that runs the Makefile's pinned uv (`make -s print-uv`; `make uv` installs it)."""
+    assert shutil.which("make"), "make is needed"
+    cmd = subprocess.run(["make", "-s", "--no-print-directory", "print-uv"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    version = subprocess.run([*cmd, "--version"], capture_output=True, text=True).stdout
+    pin = subprocess.run(["make", "-s", "--no-print-directory", "print-uv-version"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert version.split()[1:2] == [pin], f"uv {pin} (the Makefile's UV_VERSION) is needed: run `make uv`"
+    return cmd
+
+
 def test_requirements_lock_is_uv_lock_exported():
-    uv = shutil.which("uv")
-    assert uv, "uv is needed (make venv installs it)"
-    out = subprocess.run([uv, "export", "--locked", "--no-dev", "--no-emit-project", "--format", "requirements-txt",
+    out = subprocess.run([*pinned_uv(), "export", "--locked", "--no-dev", "--no-emit-project", "--format", "requirements-txt",
                           "--no-header"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     diffs = lock_differences((REPO / "requirements.lock").read_text(), out)
     assert not diffs, "requirements.lock is stale: rerun `make requirements.lock`\n" + "\n".join(diffs[:20])
