@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -23,11 +24,37 @@ log = logging.getLogger("prunelab")
 
 
 def setup_logging(log_file: str | Path | None) -> None:
-    """Send prunelab's log (and warnings) to the job's log file, or stderr."""
+    """Send prunelab's log (and warnings) to the job's log file, or stderr.
+
+    With a log file, an uncaught exception is written there too (the file Snakemake points to on failure): the
+    traceback, then as the file's last line `ERROR <ExceptionType>: <message on one line>`; the console still
+    shows the usual traceback.
+    """
     handlers = [logging.FileHandler(log_file, mode="w")] if log_file else [logging.StreamHandler(sys.stderr)]
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+    if log_file:
+        sys.excepthook = _log_uncaught
+
+
+def failure_line(exc: BaseException) -> str:
+    """The one-line cause of a failed job: `ERROR <ExceptionType>: <message>` (newlines folded to spaces)."""
+    message = " ".join(str(exc).split())
+    return f"ERROR {type(exc).__name__}: {message}" if message else f"ERROR {type(exc).__name__}"
+
+
+def _log_uncaught(exc_type, exc, tb) -> None:
+    """sys.excepthook of a job: traceback and one-line cause into the log file, then the default hook."""
+    try:
+        text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
+        for handler in logging.getLogger().handlers:
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.FileHandler) and stream is not None:
+                stream.write(f"job failed: uncaught exception\n{text}\n{failure_line(exc)}\n")
+                handler.flush()
+    finally:
+        sys.__excepthook__(exc_type, exc, tb)
 
 
 def read_tracking_settings(path: str | Path | None) -> dict:
