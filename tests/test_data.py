@@ -11,6 +11,7 @@ import scipy.io
 import torch
 from PIL import Image
 
+import prunelab.datasets_io as dataset_files
 from prunelab.data import (
     SPLITS, augment_batch, crop_flip, draw_augment_params, load_prepared, normalize, prepare_dataset,
     save_prepared, stratified_split,
@@ -223,19 +224,90 @@ def test_svhn_from_mat_files(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("mnist", ["MNIST/raw/train-images-idx3-ubyte (or .gz)", "MNIST/raw/t10k-labels-idx1-ubyte (or .gz)"]),
-    ("fashion_mnist", ["FashionMNIST/raw/train-images-idx3-ubyte (or .gz)"]),
+    ("mnist", ["MNIST/raw/ (train-images-idx3-ubyte[.gz]", "t10k-labels-idx1-ubyte[.gz])"]),
+    ("fashion_mnist", ["FashionMNIST/raw/ (train-images-idx3-ubyte[.gz]"]),
     ("cifar10", ["cifar-10-batches-py/data_batch_5", "cifar-10-batches-py/test_batch"]),
     ("cifar100", ["cifar-100-python/train", "cifar-100-python/meta"]),
     ("svhn", ["train_32x32.mat", "test_32x32.mat"]),
 ])
-def test_missing_files_error_names_them(tmp_path, name, expected):
+def test_missing_files_error_names_them(tmp_path, monkeypatch, name, expected):
+    monkeypatch.setitem(dataset_files.SYSTEM_FOLDERS, "fashion_mnist", tmp_path / "no-system-package")
     with pytest.raises(FileNotFoundError) as err:
         prepare_dataset(name, tmp_path)
     message = str(err.value)
     assert "download: true" in message
     for tail in expected:
-        assert str(tmp_path / tail) in message
+        assert (str(tmp_path / tail) if "/" in tail.split(" ")[0] else tail) in message
+
+
+def test_fashion_mnist_error_names_every_place_and_both_fixes(tmp_path, monkeypatch):
+    system = tmp_path / "usr-share"
+    monkeypatch.setitem(dataset_files.SYSTEM_FOLDERS, "fashion_mnist", system)
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_dataset("fashion_mnist", tmp_path / "data")
+    message = str(err.value)
+    for place in (tmp_path / "data" / "FashionMNIST" / "raw", tmp_path / "data", system):
+        assert f"{place}/ (" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "download: true" in message
+
+
+def flat_fashion(folder, rng):
+    """Debian's layout: the four .gz idx files flat in one folder."""
+    ref = write_mnist(folder, "tmp", rng)
+    for f in (folder / "tmp" / "raw").iterdir():
+        data = f.read_bytes() if f.suffix == ".gz" else gzip.compress(f.read_bytes())
+        (folder / (f.name if f.suffix == ".gz" else f.name + ".gz")).write_bytes(data)
+    return ref
+
+
+def test_fashion_mnist_flat_layout_in_data_root(tmp_path, monkeypatch):
+    monkeypatch.setitem(dataset_files.SYSTEM_FOLDERS, "fashion_mnist", tmp_path / "none")
+    ref = flat_fashion(tmp_path, np.random.default_rng(4))
+    data = prepare_dataset("fashion_mnist", tmp_path, val_fraction=0.2)
+    assert torch.equal(data["test"]["x"][:, 0], torch.from_numpy(ref["test"][0]))
+
+
+def test_fashion_mnist_falls_back_to_the_system_folder(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    system.mkdir()
+    ref = flat_fashion(system, np.random.default_rng(5))
+    monkeypatch.setitem(dataset_files.SYSTEM_FOLDERS, "fashion_mnist", system)
+    (tmp_path / "data").mkdir()
+    data = prepare_dataset("fashion_mnist", tmp_path / "data", val_fraction=0.2)
+    assert data["test"]["y"].tolist() == ref["test"][1].tolist()
+    # data_root wins over the system folder when it has the files
+    own = write_mnist(tmp_path / "data", "FashionMNIST", np.random.default_rng(6))
+    data = prepare_dataset("fashion_mnist", tmp_path / "data", val_fraction=0.2)
+    assert data["test"]["y"].tolist() == own["test"][1].tolist()
+
+
+def test_max_test_caps_the_test_split_stratified_in_order(tmp_path):
+    ref = write_mnist(tmp_path, "MNIST", np.random.default_rng(7), n_test=40)
+    full = prepare_dataset("mnist", tmp_path, val_fraction=0.2)
+    capped = prepare_dataset("mnist", tmp_path, val_fraction=0.2, max_test=10)
+    assert torch.bincount(capped["test"]["y"], minlength=10).tolist() == [1] * 10
+    i = ids(capped["test"]["x"]).tolist()
+    order = {v: k for k, v in enumerate(ids(full["test"]["x"]).tolist())}
+    assert [order[v] for v in i] == sorted(order[v] for v in i)  # official order kept
+    assert torch.equal(capped["train"]["x"], full["train"]["x"]) and torch.equal(capped["val"]["x"], full["val"]["x"])
+    assert len(ref["test"][1]) == 40
+    with pytest.raises(ValueError, match="max_test"):
+        prepare_dataset("mnist", tmp_path, max_test=0)
+
+
+def test_real_fashion_mnist_from_the_system_package():
+    """The real files of Debian's dataset-fashion-mnist (`make data`; .ci/run installs it)."""
+    folder = dataset_files.SYSTEM_FOLDERS["fashion_mnist"]
+    assert dataset_files.locate_idx("fashion_mnist", folder) == folder, (
+        f"Fashion-MNIST is not installed in {folder}: run `make data` (apt-get install dataset-fashion-mnist)")
+    data = prepare_dataset("fashion_mnist", "/nonexistent-data-root", val_fraction=0.1, max_train=3000,
+                           max_test=1000)
+    assert data["in_shape"] == [1, 28, 28] and data["classes"][0] == "T-shirt/top"
+    assert [len(data[s]["y"]) for s in ("train", "val", "test")] == [3000, 6000, 1000]
+    assert torch.bincount(data["test"]["y"]).tolist() == [100] * 10  # the official test set is balanced
+    assert torch.bincount(data["val"]["y"]).tolist() == [600] * 10
+    # published pixel statistics of Fashion-MNIST's train set: mean 0.2860, std 0.3530
+    assert abs(float(data["mean"]) - 0.286) < 0.005 and abs(float(data["std"]) - 0.353) < 0.005
 
 
 def test_only_missing_files_are_listed(tmp_path):

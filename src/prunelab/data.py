@@ -110,10 +110,8 @@ def _read_raw(name: str, root: Path | None, download: bool,
         io.download(name, root)
         missing = io.missing_files(name, root)
     if missing:
-        hint = ("the download did not produce them" if download
-                else f"set `download: true` in the config to fetch {name} into {root}")
-        raise FileNotFoundError(f"{name}: expected files not found under {root}:\n  "
-                                + "\n  ".join(missing) + f"\n{hint}")
+        raise FileNotFoundError(f"{name}: expected files not found; looked for:\n  " + "\n  ".join(missing)
+                                + f"\n{io.missing_files_hint(name, root, download)}")
     if name in ("mnist", "fashion_mnist"):
         return io.read_mnist_like(name, root)
     if name in ("cifar10", "cifar100"):
@@ -121,26 +119,28 @@ def _read_raw(name: str, root: Path | None, download: bool,
     return io.read_svhn(root)
 
 
-def _check_args(name: str, val_fraction: float, image_size: int | None, max_train: int | None) -> None:
+def _check_args(name: str, val_fraction: float, image_size: int | None, max_train: int | None,
+                max_test: int | None) -> None:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    for arg, value in (("image_size", image_size), ("max_train", max_train)):
+    for arg, value in (("image_size", image_size), ("max_train", max_train), ("max_test", max_test)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{arg} must be a positive int or None, got {value!r}")
 
 
 def prepare_dataset(name: str, data_root: str | Path | None, download: bool = False,
                     val_fraction: float = 0.1, split_seed: int = 0, image_size: int | None = None,
-                    max_train: int | None = None) -> dict:
+                    max_train: int | None = None, max_test: int | None = None) -> dict:
     """Read dataset `name` from `data_root` and return the prepared dict (see the module docstring).
 
     download: fetch missing files with torchvision (never for digits, bundled, or imagefolder).
     image_size: resize every image to image_size×image_size (bilinear); required for an image folder
-    whose images differ in size. max_train: cap on the train split (stratified subsample).
+    whose images differ in size. max_train / max_test: caps on the train / test splits (stratified
+    subsamples, seeded by split_seed; the validation split does not depend on them).
     """
-    _check_args(name, val_fraction, image_size, max_train)
+    _check_args(name, val_fraction, image_size, max_train, max_test)
     root = None if data_root is None else Path(data_root)
     raw, classes = _read_raw(name, root, download, image_size)
     where = name if root is None else f"{name} ({root})"
@@ -173,6 +173,10 @@ def prepare_dataset(name: str, data_root: str | Path | None, download: bool = Fa
         _, kept = stratified_split(y[train], max_train, generator)
         train = train[kept]
     splits["train"] = (x[train], y[train])
+    x_test, y_test = splits["test"]
+    if max_test is not None and max_test < len(y_test):
+        _, kept = stratified_split(y_test, max_test, torch.Generator().manual_seed(split_seed))
+        splits["test"] = (x_test[kept], y_test[kept])
 
     c, h, w = splits["train"][0].shape[1:]
     mean, std = channel_stats(splits["train"][0])

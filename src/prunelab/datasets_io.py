@@ -36,6 +36,29 @@ _SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 
 # --------------------------------------------------------------------------- missing files, download
 
+# Folders a system package installs a dataset to, searched when data_root lacks it (Debian's
+# `dataset-fashion-mnist` puts the four idx .gz files flat in this folder).
+SYSTEM_FOLDERS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
+SYSTEM_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
+
+
+def idx_folders(name: str, root: Path) -> list[Path]:
+    """Folders searched, in order, for the idx files of MNIST / Fashion-MNIST: torchvision's layout
+    (`root/<Folder>/raw`), the flat layout (`root` itself), then the system package's folder, if any."""
+    folders = [root / _IDX_FOLDER[name] / "raw", root]
+    system = SYSTEM_FOLDERS.get(name)
+    return folders + ([system] if system is not None and system not in folders else [])
+
+
+def _idx_complete(folder: Path, name: str) -> bool:
+    return all(_exists(folder / f, name) for pair in _IDX_FILES.values() for f in pair)
+
+
+def locate_idx(name: str, root: Path) -> Path | None:
+    """The first folder of `idx_folders` that holds all four idx files (plain or .gz), else None."""
+    return next((f for f in idx_folders(name, root) if _idx_complete(f, name)), None)
+
+
 def expected_files(name: str, root: Path) -> list[tuple[Path, str]]:
     """(path, how it is described in an error) for every file `name` needs under `root`."""
     if name in _IDX_FOLDER:
@@ -55,8 +78,25 @@ def _exists(path: Path, name: str) -> bool:
 
 
 def missing_files(name: str, root: Path) -> list[str]:
-    """Descriptions of the files of `name` that are absent under `root` (empty when complete)."""
+    """Descriptions of the files of `name` that are absent (empty when complete). For MNIST-like sets the
+    files may lie in any folder of `idx_folders`; when none has all four, every folder looked in is named."""
+    if name in _IDX_FOLDER:
+        if locate_idx(name, root) is not None:
+            return []
+        files = ", ".join(f"{f}[.gz]" for pair in _IDX_FILES.values() for f in pair)
+        return [f"{folder}/ ({files})" for folder in idx_folders(name, root)]
     return [desc for path, desc in expected_files(name, root) if not _exists(path, name)]
+
+
+def missing_files_hint(name: str, root: Path, download: bool) -> str:
+    """How to get the files of `name` (the last lines of a missing-files error)."""
+    if download:
+        return "the download did not produce them"
+    package = SYSTEM_PACKAGES.get(name)
+    fixes = [f"`apt-get install {package}` (or `make data`) installs them into {SYSTEM_FOLDERS[name]}"] \
+        if package else []
+    fixes.append(f"set `dataset.download: true` in the config to fetch {name} into {root}")
+    return "to fix: " + "; or ".join(fixes)
 
 
 def download(name: str, root: Path) -> None:
@@ -111,8 +151,11 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def read_mnist_like(name: str, root: Path) -> tuple[RawSplits, list[str]]:
-    """MNIST or Fashion-MNIST from `root`/{MNIST,FashionMNIST}/raw (torchvision's layout)."""
-    raw = root / _IDX_FOLDER[name] / "raw"
+    """MNIST or Fashion-MNIST from the first folder of `idx_folders(name, root)` holding all four idx files."""
+    raw = locate_idx(name, root)
+    if raw is None:
+        raise FileNotFoundError(f"{name}: idx files not found in any of: "
+                                + ", ".join(map(str, idx_folders(name, root))))
     splits = {}
     for split, (images_file, labels_file) in _IDX_FILES.items():
         x = read_idx(raw / images_file, 2051)

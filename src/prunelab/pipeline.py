@@ -33,10 +33,12 @@ def split_tensors(data: dict, split: str, device: torch.device | str = "cpu") ->
 
 
 def test_fields(model: nn.Module, data: dict, device) -> dict:
-    """top1_test / top5_test / loss_test: the single read of the test split for this model."""
+    """top1_test / top5_test / loss_test: the single read of the test split for this model; train_size and
+    test_size: the split sizes the numbers come from (dataset.max_train / max_test may cap them)."""
     x, y = split_tensors(data, "test", device)
     res = evaluate(model, x, y)
-    return {"top1_test": res["top1"], "top5_test": res["top5"], "loss_test": res["loss"]}
+    return {"top1_test": res["top1"], "top5_test": res["top5"], "loss_test": res["loss"],
+            "train_size": len(data["train"]["y"]), "test_size": len(y)}
 
 
 def val_top1(model: nn.Module, data: dict, device) -> float:
