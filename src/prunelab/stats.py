@@ -7,6 +7,9 @@ Statistic names (methods declare them; `collect_statistics` computes exactly the
   "contribution_sq"    Σ r_ij² (contribution with kappa != 0)
   "taylor"             Σ_x ∂L_x/∂w and Σ_x (Σ_p a·∂L_x/∂a)² (taylor; needs a backward pass)
   "relevance"          per-class Σ of LRP-αβ unit relevance + per-class accuracy (frs)
+  "input_sqnorm"       Σ_x Σ_p a_i² per input unit (wanda; conv: over positions, not of the spatial mean)
+  "feature_rank"       Σ_x rank of each unit's activation map (hrank)
+  "fisher"             Σ_x (∂L_x/∂w)², exact per-sample squared gradients (obd; needs a backward pass)
 
 Layout of the returned dict / stats.pt (tensors float64 on CPU; K classes, N samples, U output units,
 I input units: Linear in_features, Conv2d in_channels):
@@ -25,6 +28,10 @@ I input units: Linear in_features, Conv2d in_channels):
       "grad_sum": weight shape         taylor: Σ_x ∂L_x/∂w (L_x = cross-entropy of the true label)
       "taylor_unit_sq_sum": U          taylor: Σ_x (Σ_p a_u(x, p) ∂L_x/∂a_u(x, p))², a = unit activation
       "relevance_sum": K×U             relevance: Σ over class-k samples of the unit's signed relevance
+      "input_sqnorm": I                input_sqnorm: Σ_x Σ_p a_i(x, p)² of the layer's input (p: positions)
+      "rank_sum": U                    feature_rank: Σ_x rank of the unit activation's H×W map (Linear: 1×1,
+                                       rank 1 where nonzero); numpy's tolerance max(H, W)·eps·σ_max, model dtype
+      "fisher_sum": weight shape       fisher: Σ_x (∂L_x/∂w)² (L_x as for taylor; prunelab.stats_extra)
   }}
 r_ij(x) = |w_ij a_i(x)| / (Σ_i' |w_i'j a_i'(x)| + CONTRIBUTION_EPS); for Conv2d per weight element and output
 position, the sum running over the whole receptive field (input channels × kernel positions).
@@ -42,7 +49,8 @@ from torch import nn
 from prunelab.models import place
 from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
 
-STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance")
+STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance",
+              "input_sqnorm", "feature_rank", "fisher")
 CONTRIBUTION_EPS = 1e-12
 STATS_VERSION = 1
 _REGEN = "regenerate with snakemake --forcerun collect_stats"
@@ -251,8 +259,8 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
         model.eval()
     dtype = next(model.parameters()).dtype
     hooked = needs - {"relevance"}
-    frozen = [m.weight for _, m in layers if not m.weight.requires_grad] if "taylor" in needs else []
-    for w in frozen:                                   # taylor differentiates w.r.t. every prunable weight
+    frozen = [m.weight for _, m in layers if not m.weight.requires_grad] if needs & {"taylor", "fisher"} else []
+    for w in frozen:                                   # taylor / fisher differentiate through every prunable weight
         w.requires_grad_(True)
     sources, aliases = _probe(model, x_float[:2].to(device, dtype), layers) if hooked else ({}, {})
     collector = Collector(model, layers, sources, aliases, hooked, num_classes, acc_device,

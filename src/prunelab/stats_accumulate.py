@@ -10,6 +10,8 @@ statistics to float64 sums with few, large tensor ops, so a batch costs its laye
   change during the pass);
 - taylor: one autograd.grad from dL/dlogits = softmax − onehot (the gradient of the summed cross-entropy); the
   per-sample unit terms t of all layers go into one B×T buffer, Σ_x t² is one matrix-vector product.
+- input_sqnorm, feature_rank, fisher (wanda, hrank, obd): per-batch kernels in `prunelab.stats_extra`, staged
+  like the weight-shaped sums; fisher shares taylor's autograd.grad (adding each layer's output to its inputs).
 Buffers are kept between batches (no per-batch allocation of their size).
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from prunelab.stats_extra import fisher_sq_sum, input_sqnorm, rank_sum
 
 
 def unit_values(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -225,6 +229,8 @@ class Collector:
     def __init__(self, model, layers, sources, aliases, needs, num_classes, acc_device, contribution):
         self.layers, self.needs, self.dev = dict(layers), needs, acc_device
         self.contrib, self.taylor = contribution, "taylor" in needs
+        self.fisher, self.want_sqnorm, self.want_rank = "fisher" in needs, "input_sqnorm" in needs, \
+            "feature_rank" in needs
         self.want_act, self.want_in = "activations" in needs, "input_activations" in needs
         self.scratch = next((c.scratch for c in contribution.values()), None) or Scratch()
         self.in_key = {n: ("act", aliases[n]) if "activations" in needs and n in aliases else ("in", n)
@@ -251,14 +257,28 @@ class Collector:
             self.terms = None                          # B×T per-sample unit terms t (model dtype) and ones(B)
             self.params = [m.weight for _, m in layers]
             self.weight_keys = [(n, "grad") for n, _ in layers] + ["units"]
+        for n, m in layers:                            # wanda, hrank, obd (prunelab.stats_extra)
+            w = m.weight
+            if self.want_sqnorm:
+                specs[(n, "sqnorm")] = ((w.shape[1],), w.dtype)
+            if self.want_rank:
+                specs[(n, "rank")] = ((w.shape[0],), w.dtype)
+            if self.fisher:
+                specs[(n, "fisher")] = (w.shape, w.dtype)
+        if self.fisher:
+            from prunelab.stats import conv_geometry   # (stats imports this module)
+
+            self.geo = {n: None if isinstance(m, nn.Linear) else conv_geometry(m, n) for n, m in layers}
+        self.io: dict[str, tuple] = {}                 # fisher: layer -> (input, output, output version)
         weight = layers[0][1].weight
         self.weights = WeightSums(specs, weight.device, acc_device) if specs else None
         self.acts: dict[str, torch.Tensor] = {}        # unit activations of this batch, for taylor
         by_module: dict[str, list] = {}
         for name in self.layers:
-            if "input_activations" in needs and self.in_key[name][0] == "in" or name in self.contrib:
+            if "input_activations" in needs and self.in_key[name][0] == "in" or name in self.contrib \
+                    or self.want_sqnorm or self.fisher:
                 by_module.setdefault(name, []).append((False, name, 0))
-            if self.taylor or "activations" in needs:
+            if self.taylor or "activations" in needs or self.want_rank:
                 src, idx = sources[name]
                 by_module.setdefault(src, []).append((True, name, idx))
         self.calls: dict[str, int] = {}
@@ -284,8 +304,14 @@ class Collector:
                     self.acts[name] = out
                 if self.want_act:
                     self.moments.put(("act", name), out.detach())
+                if self.want_rank:
+                    rank_sum(out.detach(), self.weights.view((name, "rank")), name)
             else:
                 a = inp[0].detach()
+                if self.want_sqnorm:
+                    input_sqnorm(a, self.weights.view((name, "sqnorm")), name)
+                if self.fisher:
+                    self.io[name] = (a, out, out._version)
                 if self.want_in and self.in_key[name][0] == "in":
                     self.moments.put(("in", name), a)
                 c = self.contrib.get(name)
@@ -300,27 +326,51 @@ class Collector:
             self.moments.begin(len(x))
         self.active = True
         try:
-            with torch.set_grad_enabled(self.taylor):
+            with torch.set_grad_enabled(self.taylor or self.fisher):
                 logits = model(x)
         finally:
             self.active = False
         if self.moments is not None:
             self.moments.end(y if y.device == self.dev else y.to(self.dev))
-        if self.taylor:
-            self._taylor(logits, y)
+        if self.taylor or self.fisher:
+            self._backward(logits, y)
         if self.weights is not None:
             self.weights.end()
 
-    def _taylor(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """∂L/∂w into the staging views and Σ_x (Σ_p a ∂L/∂a)² per unit, L = summed cross-entropy."""
-        names = list(self.layers)
-        missing = [n for n in names if n not in self.acts]
-        if missing:
-            raise RuntimeError(f"taylor: no activation captured for layers {missing}")
+    def _backward(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """One autograd.grad of L = summed cross-entropy for taylor (w.r.t. weights and unit activations) and
+        fisher (w.r.t. each layer's output), then each statistic's per-batch sums."""
+        names, what = list(self.layers), "taylor" if self.taylor else "fisher"
         if logits.dim() != 2 or logits.shape[0] != len(y):
-            raise ValueError(f"taylor: expected B×K logits for {len(y)} samples, got {tuple(logits.shape)}")
-        acts = [self.acts.pop(n) for n in names]
-        grads = torch.autograd.grad(logits, self.params + acts, ce_grad(logits.detach(), y), allow_unused=True)
+            raise ValueError(f"{what}: expected B×K logits for {len(y)} samples, got {tuple(logits.shape)}")
+        inputs, acts, io = [], [], []
+        if self.taylor:
+            missing = [n for n in names if n not in self.acts]
+            if missing:
+                raise RuntimeError(f"taylor: no activation captured for layers {missing}")
+            acts = [self.acts.pop(n) for n in names]
+            inputs += self.params + acts
+        if self.fisher:
+            missing = [n for n in names if n not in self.io]
+            if missing:
+                raise RuntimeError(f"fisher: no layer output captured for layers {missing}")
+            io = [self.io.pop(n) for n in names]
+            changed = [n for n, (_, z, version) in zip(names, io) if z._version != version]
+            if changed:
+                raise ValueError(f"fisher: the outputs of layers {changed} are modified in place after the layer "
+                                 "(an inplace=True op right after it?); the per-sample gradients need the output")
+            inputs += [z for _, z, _ in io]
+        grads = torch.autograd.grad(logits, inputs, ce_grad(logits.detach(), y), allow_unused=True)
+        if self.taylor:
+            self._taylor(grads[:2 * len(names)], acts, y)
+        if self.fisher:
+            for n, (a, _, _), g in zip(names, io, grads[len(grads) - len(names):]):
+                view = self.weights.view((n, "fisher"))
+                view.zero_() if g is None else fisher_sq_sum(self.layers[n], a, g, self.geo[n], view, n)
+
+    def _taylor(self, grads: tuple, acts: list, y: torch.Tensor) -> None:
+        """∂L/∂w into the staging views and Σ_x (Σ_p a ∂L/∂a)² per unit; grads: w.r.t. weights, then acts."""
+        names = list(self.layers)
         if self.terms is None or self.terms[0].shape[0] != len(y):           # kept: no allocation per batch
             units = self.weights.views["units"]
             self.terms = units.new_empty(len(y), len(units)), units.new_ones(len(y))
@@ -359,4 +409,7 @@ class Collector:
                 start, stop = self.unit_cols[name]
                 entry["grad_sum"] = sums[(name, "grad")].clone()
                 entry["taylor_unit_sq_sum"] = sums["units"][start:stop].clone()
+            for key, stat in (("sqnorm", "input_sqnorm"), ("rank", "rank_sum"), ("fisher", "fisher_sum")):
+                if (name, key) in sums:
+                    entry[stat] = sums[(name, key)].clone()
         return out
