@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from prunelab.io import save_json
-from prunelab.records import config_hash, empty_record, git_commit
+from prunelab.records import config_hash, empty_record, git_commit, source_hash
 from prunelab.tracking import LiveRun, job_id, write_run_file
 
 log = logging.getLogger("prunelab")
@@ -145,7 +145,8 @@ class Job:
                 "seed": int(wc["seed"]) if "seed" in wc else None, "method": wc.get("method"),
                 "granularity": wc.get("granularity"),
                 "ratio_requested": float(wc["ratio"]) if "ratio" in wc else None,
-                "git_commit": git_commit(), "config_hash": config_hash(self.job_params())}
+                "git_commit": git_commit(), "source_hash": source_hash(),
+                "config_hash": config_hash(self.job_params())}
         base.update(fields)
         return empty_record(**base)
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from . import figures as F
 from . import figures_extra as FX
+from ..provenance import provenance_warnings
 from .agreement import agreement_frame, agreement_mean
 from .collect import annotate, csv_frame, load_metrics, load_scores
 from .render import (Section, agreement_sections, baseline_section, md_section, reference_section,
@@ -102,6 +103,7 @@ def build_from_frame(results: pd.DataFrame, scores: list[dict], out_dir, config:
     counts = ", ".join(f"{k}: {v}" for k, v in results["stage"].value_counts().sort_index().items())
     head = [f"# PruneLab report: {experiment or 'unnamed experiment'}", "",
             f"{len(results)} models ({counts}); {len(scores)} score files.", ""]
+    head += [f"**Warning:** {w}\n" for w in provenance_warnings(results.to_dict("records"))]
     body = [md_section(s, caption=s.caption != (sections[i - 1].caption if i else None))
             for i, s in enumerate(sections)]
     md = "\n".join(head + body + fig_md) + "\n"
