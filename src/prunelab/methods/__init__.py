@@ -8,7 +8,9 @@ important = kept longer. Register it with
                      defaults={"lambda": 0.5}, needs_for=lambda cfg: {...})
 
 `needs`: statistic names (prunelab.stats.STAT_NAMES) the method reads; `needs_for(cfg)` optionally narrows
-them for a resolved config; `defaults`: the config keys with default values (None: keys are not checked).
+them for a resolved config; `defaults`: the config keys with default values (None: keys are not checked);
+`inapplicable(model) -> str | None`: why the method cannot score this architecture (None: it can), read by
+`inapplicable_reason` (for the workflow to skip such method × arch pairs) and checked by `score_model`.
 `score_model` validates statistics, config and output, and builds the score-file dict.
 """
 
@@ -37,6 +39,7 @@ class MethodSpec:
     granularities: tuple[str, ...]
     defaults: dict | None = None
     needs_for: Callable[[dict], set[str]] | None = field(default=None, compare=False)
+    inapplicable: Callable[[nn.Module], str | None] | None = field(default=None, compare=False)
 
     def resolve_config(self, cfg: dict | None) -> dict:
         """cfg merged over the defaults; unknown keys raise (when defaults are declared)."""
@@ -63,7 +66,8 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
                     granularities: tuple[str, ...] = GRANULARITIES, defaults: dict | None = None,
-                    needs_for: Callable[[dict], set[str]] | None = None):
+                    needs_for: Callable[[dict], set[str]] | None = None,
+                    inapplicable: Callable[[nn.Module], str | None] | None = None):
     """Decorator registering `fn(model, stats, cfg) -> layer scores` under `name`."""
     bad = sorted(set(needs) - set(STAT_NAMES))
     if bad:
@@ -75,7 +79,8 @@ def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
     def deco(fn):
         if name in METHODS:
             raise ValueError(f"method '{name}' is already registered")
-        METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities), defaults, needs_for)
+        METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities), defaults, needs_for,
+                                   inapplicable)
         return fn
 
     return deco
@@ -91,6 +96,12 @@ def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise ValueError(f"unknown scoring method {name!r}; valid methods: {method_names()}")
     return METHODS[name]
+
+
+def inapplicable_reason(method: str, model: nn.Module) -> str | None:
+    """Why `method` cannot score `model` (one line naming the layer), or None where it applies."""
+    spec = get_method(method)
+    return None if spec.inapplicable is None else spec.inapplicable(model)
 
 
 def _check_stats(spec: MethodSpec, cfg: dict, model: nn.Module, stats: dict) -> None:
@@ -124,6 +135,9 @@ def score_model(model: nn.Module, stats: dict | None, method: str, cfg: dict | N
         if not isinstance(m, SCORABLE):
             raise ValueError(f"method '{method}' cannot score layer '{name}' of type {type(m).__name__} "
                              "(only Linear and Conv2d)")
+    reason = inapplicable_reason(method, model)
+    if reason is not None:
+        raise ValueError(reason)
     _check_stats(spec, cfg, model, stats or {})
     with torch.no_grad():
         raw = spec.fn(model, stats or {}, cfg)
@@ -147,9 +161,10 @@ def score_model(model: nn.Module, stats: dict | None, method: str, cfg: dict | N
 
 # Import the method modules last: each registers itself.
 from . import contribution, magnitude, random, screening, taylor  # noqa: E402,F401
+from . import bn_scale, fpgm, hrank, lamp, obd, wanda  # noqa: E402,F401
 
 if importlib.util.find_spec(f"{__name__}.frs") is not None:
     from . import frs  # noqa: E402,F401
 
-__all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "method_names", "register_method",
+__all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names", "register_method",
            "score_model"]
