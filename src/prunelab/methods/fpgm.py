@@ -22,8 +22,9 @@ WEISZFELD_RTOL = 1e-12
 
 
 def geometric_median(points: torch.Tensor) -> torch.Tensor:
-    """argmin_y Σ_i ‖p_i − y‖₂ of n×d points (float64), Weiszfeld's iteration with Vardi–Zhang's step at a
-    data point; converges to relative change WEISZFELD_RTOL."""
+    """argmin_y Σ_i ‖p_i − y‖₂ of n×d points (float64): Weiszfeld's iteration (Vardi–Zhang's step at a data
+    point) to relative change WEISZFELD_RTOL, then the data point nearest the result if it meets the optimality
+    condition (a median at a data point is only approached, never reached, by the iteration)."""
     p = points.double()
     y = p.mean(0)
     scale = float(p.abs().max()) or 1.0
@@ -42,7 +43,11 @@ def geometric_median(points: torch.Tensor) -> torch.Tensor:
         y = t
         if step <= WEISZFELD_RTOL * scale:
             break
-    return y
+    k = int((p - y).norm(dim=1).argmin())             # Weiszfeld only creeps towards a data-point minimum:
+    d = (p - p[k]).norm(dim=1)                         # p_k is the median iff ‖Σ_{i≠k} unit(p_i − p_k)‖ ≤ 1
+    others = d > 0
+    pull = ((p[others] - p[k]) / d[others, None]).sum(0).norm()
+    return p[k].clone() if float(pull) <= float((~others).sum()) else y
 
 
 def fpgm_layer(w: torch.Tensor, center: str) -> torch.Tensor:
