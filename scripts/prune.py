@@ -3,12 +3,12 @@ from pathlib import Path
 
 from prunelab.data import load_prepared
 from prunelab.io import load_model, load_torch, save_model
-from prunelab.jobs import Job, end_process
+from prunelab.jobs import Job, end_process, script_params
 from prunelab.pipeline import dense_reference, model_fields
 from prunelab.stages import prune_model, rescorer, val_and_test
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, snakemake.params
+wc, p = snakemake.wildcards, script_params(snakemake)
 job = Job.from_snakemake(snakemake, parent_wildcards={"arch": wc.arch, "regime": wc.regime, "seed": wc.seed})
 device = pick_device(p.device)
 seed, ratio = int(wc.seed), float(wc.ratio)

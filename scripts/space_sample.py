@@ -3,13 +3,13 @@ from pathlib import Path
 
 from prunelab.data import load_prepared
 from prunelab.io import load_model, save_model
-from prunelab.jobs import Job, end_process
+from prunelab.jobs import Job, end_process, script_params
 from prunelab.pipeline import calibration_subset, dense_reference, model_fields
 from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
 from prunelab.stages import finetune_model, val_and_test
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, snakemake.params
+wc, p = snakemake.wildcards, script_params(snakemake)
 job = Job.from_snakemake(snakemake, parent_wildcards={"arch": wc.arch, "regime": "standard", "seed": wc.seed})
 device = pick_device(p.device)
 seed, regime, sample = int(wc.seed), float(wc.macs), int(wc.sample)

@@ -5,12 +5,12 @@ from pathlib import Path
 from prunelab.data import load_prepared
 from prunelab.gradual import train_gradual
 from prunelab.io import save_model
-from prunelab.jobs import Job, end_process
+from prunelab.jobs import Job, end_process, script_params
 from prunelab.models import build_model
 from prunelab.pipeline import architecture_for, dense_reference, model_fields, val_top1
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, snakemake.params
+wc, p = snakemake.wildcards, script_params(snakemake)
 job = Job.from_snakemake(snakemake)
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)

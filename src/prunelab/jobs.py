@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -62,6 +63,30 @@ def read_tracking_settings(path: str | Path | None) -> dict:
     if path and Path(path).exists():
         return json.loads(Path(path).read_text())
     return {"mode": "deferred"}
+
+
+def read_runtime_settings(path: str | Path) -> dict:
+    """Settings that cannot change a model's weights ({device, latency}), written once by the workflow's onstart
+    into results/{exp}/runtime.json: not a rule param or input, so changing them reruns no job."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"runtime settings file {path} does not exist; snakemake writes it when a run "
+                                "starts (onstart): run the job through snakemake")
+    return json.loads(path.read_text())
+
+
+def resolved_params(smk) -> dict:
+    """The rule's params plus the runtime settings (device, latency) when the rule passes `runtime_file`;
+    a rule param of the same name wins."""
+    params = dict(smk.params.items())
+    if params.get("runtime_file"):
+        params = {**read_runtime_settings(params["runtime_file"]), **params}
+    return params
+
+
+def script_params(smk) -> SimpleNamespace:
+    """`resolved_params` as attributes, for scripts (`p.device`, `p.latency`, `p.train`, ...)."""
+    return SimpleNamespace(**resolved_params(smk))
 
 
 def start_script(smk) -> None:
@@ -123,11 +148,11 @@ class Job:
         wildcards = {k: smk.wildcards[k] for k in smk.wildcards.keys()}
         out_dir = Path(getattr(smk.output, out_key)).parent
         log_file = smk.log[0] if len(smk.log) else None
-        return cls(smk.rule, wildcards, dict(smk.params.items()), out_dir, log_file, threads=smk.threads, **kw)
+        return cls(smk.rule, wildcards, resolved_params(smk), out_dir, log_file, threads=smk.threads, **kw)
 
     def job_params(self) -> dict:
-        """The resolved config this job used, without tracking settings (they do not change results)."""
-        return {k: v for k, v in self.params.items() if k not in ("tracking_file", "threads")}
+        """The resolved config this job used (runtime settings included), without file paths and threads."""
+        return {k: v for k, v in self.params.items() if k not in ("tracking_file", "runtime_file", "threads")}
 
     def on_epoch(self, record: dict) -> None:
         """Per-epoch callback for training loops: kept for run.json, sent to MLflow in live mode."""

@@ -66,6 +66,9 @@ STRUCTURED_ONLY = {"frs"}
 DATASET = config["dataset"]["name"]
 DATA_FILE = f"{R}/data/{DATASET}.pt"
 TRACKING_FILE = f"{R}/tracking.json"
+# Settings that cannot change weights (device, latency timing): written by onstart, read by the jobs; not a param,
+# so changing them reruns nothing (prunelab.jobs.resolved_params).
+RUNTIME_FILE = f"{R}/runtime.json"
 
 
 def fmt_ratio(r):
@@ -236,12 +239,13 @@ def all_targets():
 
 
 def common_params(**extra):
-    """Params every job gets: experiment + dataset name, device, the tracking file (not its content)."""
+    """Params every job gets: experiment + dataset name, the tracking and runtime (device, latency) files, not
+    their content."""
     return dict(
         experiment=EXP,
         dataset=DATASET,
-        device=config["device"],
         tracking_file=TRACKING_FILE,
+        runtime_file=RUNTIME_FILE,
         **extra,
     )
 
@@ -282,7 +286,7 @@ def job_resources():
 
 
 def init_tracking_once():
-    """Main process only (onstart): write the tracking settings and create the MLflow database/experiment."""
+    """Main process only (onstart): write the tracking and runtime settings, create the MLflow database/experiment."""
     import os
 
     mode = config["tracking"]["mode"]
@@ -295,6 +299,8 @@ def init_tracking_once():
     Path(R).mkdir(parents=True, exist_ok=True)
     settings = {"mode": mode, "uri": uri, "experiment": EXP}
     Path(TRACKING_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    runtime = {"device": config["device"], "latency": config["latency"]}
+    Path(RUNTIME_FILE).write_text(json.dumps(runtime, indent=2) + "\n")
     if mode == "live":
         from snakemake.logging import logger
         from prunelab.tracking import init_tracking

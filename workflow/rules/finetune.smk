@@ -20,6 +20,5 @@ rule finetune:
         **common_params(),
         finetune=config["finetune"],
         prune=config["prune"],
-        latency=config["latency"],
     script:
         "../../scripts/finetune.py"

@@ -27,6 +27,5 @@ rule train_gradual:
         },
         frs={"alpha": 2.0, "beta": 1.0, **(config["methods"].get("frs") or {})},
         stats=config["stats"],
-        latency=config["latency"],
     script:
         "../../scripts/train_gradual.py"

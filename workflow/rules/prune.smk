@@ -20,6 +20,5 @@ rule prune:
         prune=config["prune"],
         method_config=lambda wc: config["methods"][wc.method] or {},
         iterative=iterative_settings,
-        latency=config["latency"],
     script:
         "../../scripts/prune.py"

@@ -24,6 +24,5 @@ rule train_scratch:
         train=train_config,
         finetune_epochs=config["finetune"]["epochs"],
         regularizer=regularizer_config,
-        latency=config["latency"],
     script:
         "../../scripts/train_scratch.py"

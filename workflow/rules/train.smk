@@ -18,6 +18,5 @@ rule train_baseline:
         arch=arch_spec,
         train=train_config,
         regularizer=regularizer_config,
-        latency=config["latency"],
     script:
         "../../scripts/train_baseline.py"
