@@ -25,9 +25,10 @@ METHODS = ("magnitude", "taylor", "screening")
 LAYERS = {"conv1": (8, 3, 3, 3), "conv2": (16, 8, 3, 3), "fc": (10, 64)}
 # accuracy drop at ratio 0.5/0.9 relative to the baseline; taylor is clearly worse than magnitude
 DROP = {"magnitude": (0.5, 2.0), "taylor": (3.5, 6.0), "screening": (0.6, 2.1), "screening_l0.25": (0.9, 2.5)}
-FIGS = ("top1_vs_compression", "top1_vs_speedup", "finetune_recovery", "speedup_measured_vs_theoretical",
-        "layer_kept", "agreement_heatmap", "lambda_sweep", "space_edf", "space_error_vs_ratio",
-        "gradual_vs_oneshot")
+STATIC_FIGS = ("top1_vs_compression", "top1_vs_speedup", "finetune_recovery", "speedup_measured_vs_theoretical",
+               "layer_kept", "agreement_heatmap", "critical_difference", "space_edf", "space_error_vs_ratio",
+               "gradual_vs_oneshot")
+FIGS = STATIC_FIGS + ("sweep_screening_lambda",)  # one sweep figure per swept method option
 
 
 def _rec(**kw) -> dict:
@@ -157,14 +158,40 @@ def test_results_csv_is_every_file(built):
     assert json.loads(row["layer_kept"])["conv1"] == pytest.approx(1 - row["ratio_requested"] * 0.5)
 
 
+def _holm(p):
+    """Holm (1979) adjusted p-values by the definition: p_(i) -> max_{j<=i} min(1, (m-j+1) p_(j))."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out = [0.0] * len(p)
+    for pos, i in enumerate(order):
+        out[i] = max(min(1.0, (len(p) - j) * p[order[j]]) for j in range(pos + 1))
+    return out
+
+
+def _ci(x):
+    return f"{x.mean():+.2f} [{x.mean() - stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)):+.2f}, " \
+           f"{x.mean() + stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)):+.2f}]"
+
+
 def test_summary_numbers_bold_and_marker(built):
     summ = pd.read_csv(built["out"] / "tables" / "summary.csv")
     md = (built["out"] / "tables" / "summary.md").read_text()
     base, exp = _expected(built["recs"])
     n_marked = n_tested = 0
     for arch in ARCHS:
-        rows = _md_rows(md, f"### {arch} · {DS} · standard")
         for gran in ("unstructured", "structured"):
+            rows = _md_rows(md, f"### {arch} · {DS} · standard · {gran}")
+            family = {}  # (ratio, method) -> raw paired t-test p vs magnitude: the table is one Holm family
+            for r in RATIOS:
+                for m in DROP:
+                    if m != "magnitude" and (arch, gran, r, m) in exp:
+                        top1 = np.array([exp[(arch, gran, r, m)][s]["top1_test"] for s in SEEDS])
+                        mag = np.array([exp[(arch, gran, r, "magnitude")][s]["top1_test"] for s in SEEDS])
+                        family[(r, m)] = stats.ttest_rel(top1, mag).pvalue
+            g = summ[(summ["arch"] == arch) & (summ["granularity"] == gran)]
+            family[(0.5, "frs (gradual)")] = g[g["method"] == "frs (gradual)"]["p_vs_ref"].sum() if gran == "structured" \
+                else None
+            family = {k: v for k, v in family.items() if v is not None}
+            holm = dict(zip(family, _holm(list(family.values()))))
             for r in RATIOS:
                 means = {m: np.mean([x["top1_test"] for x in exp[(arch, gran, r, m)].values()])
                          for m in DROP if (arch, gran, r, m) in exp}
@@ -179,27 +206,45 @@ def test_summary_numbers_bold_and_marker(built):
                     assert row["top1_std"] == pytest.approx(top1.std(ddof=1))
                     assert row["delta_mean"] == pytest.approx(delta.mean())
                     assert row["delta_std"] == pytest.approx(delta.std(ddof=1))
+                    ci = stats.ttest_rel(top1, np.array([base[(arch, s)] for s in SEEDS])).confidence_interval()
+                    assert (row["delta_lo"], row["delta_hi"]) == pytest.approx((ci.low, ci.high))
                     assert row["compression_mean"] == pytest.approx(np.mean([seeds[s]["compression"] for s in SEEDS]))
-                    md_row = next(c for c in rows if c[0] == gran and c[1] == f"{r:.2f}" and c[2].strip("*") == m)
+                    md_row = next(c for c in rows if c[0] == f"{r:.2f}" and c[1].strip("*") == m)
                     best = means[m] == max(means.values())
-                    assert md_row[2].startswith("**") == best and md_row[5].startswith("**") == best
-                    cell = md_row[5].strip("*")
+                    assert md_row[1].startswith("**") == best and md_row[4].startswith("**") == best
+                    cell = md_row[4].strip("*")
                     assert cell.rstrip("†") == f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}"
-                    assert md_row[6] == f"{delta.mean():+.2f} ± {delta.std(ddof=1):.2f}"
+                    assert md_row[5] == _ci(delta)
                     if m != "magnitude":
                         mag = np.array([exp[(arch, gran, r, "magnitude")][s]["top1_test"] for s in SEEDS])
-                        p = stats.ttest_rel(top1, mag).pvalue
-                        assert cell.endswith("†") == (p < 0.05)
-                        assert row["p_vs_magnitude"] == pytest.approx(p)
-                        n_marked += p < 0.05
+                        assert row["p_vs_ref"] == pytest.approx(family[(r, m)])
+                        assert row["p_adj"] == pytest.approx(holm[(r, m)])
+                        assert cell.endswith("†") == md_row[7].endswith("†") == (holm[(r, m)] < 0.05)
+                        assert md_row[6] == _ci(top1 - mag)
+                        n_marked += holm[(r, m)] < 0.05
                         n_tested += 1
                     else:
-                        assert not cell.endswith("†")
+                        assert not cell.endswith("†") and md_row[7] == "ref"
     assert 0 < n_marked < n_tested  # both outcomes occur in the synthetic data
-    assert "paired t-test (scipy.stats.ttest_rel)" in md and "Wilcoxon" in md
+    assert sum(p < 0.05 for p in summ["p_vs_ref"].dropna()) > n_marked  # the correction removed some raw marks
+    assert "paired t-test (scipy.stats.ttest_rel)" in md and "Holm step-down" in md
+    assert "paired seeds per comparison: 3" in md
     tex = (built["out"] / "tables" / "summary.tex").read_text()
     assert r"\textbf{magnitude}" in tex or r"\textbf{screening}" in tex
     assert r"$^\dagger$" in tex and "\\toprule" in tex
+
+
+def test_detectable_difference_in_each_table(built):
+    from prunelab.report.significance import paired_power
+
+    summ = pd.read_csv(built["out"] / "tables" / "summary.csv")
+    md = (built["out"] / "tables" / "summary.md").read_text()
+    g = summ[(summ["arch"] == "vgg11") & (summ["granularity"] == "unstructured")]
+    sd = g["dref_sd"].dropna()
+    assert g["mdd_sd"].iloc[0] == pytest.approx(np.sqrt(np.mean(sd ** 2)))
+    assert paired_power(g["mdd"].iloc[0] / g["mdd_sd"].iloc[0], 3) == pytest.approx(0.8, abs=1e-6)
+    assert md.count("detectable at 80 % power with 3 paired seeds") == 4
+    assert f"{g['mdd'].iloc[0]:.2f} pp" in md.split("### vgg11 · cifar10 · standard · unstructured")[1][:600]
 
 
 def test_baseline_gradual_and_reference_tables(built):
@@ -282,7 +327,7 @@ def test_baselines_only(tmp_path, built):
     assert len(res) == 6 and set(res["stage"]) == {"baseline"}
     md = (out / "tables" / "summary.md").read_text()
     assert "No pruned, fine-tuned, gradual or scratch models yet" in md
-    assert md.count("- not made:") == len(FIGS)
+    assert md.count("- not made:") == len(STATIC_FIGS)
     assert not any(p.suffix == ".png" for p in written) and not list((out / "figures").glob("*.png"))
 
 
@@ -323,12 +368,20 @@ def test_variant_labels_and_styles():
              _rec(arch="a", seed=0, stage="scratch", method="magnitude", ratio_requested=0.5),
              _rec(arch="a", seed=0, stage="finetuned", method="screening_l0.75", granularity="structured",
                   ratio_requested=0.5, regime=None)]
+    rows += [_rec(arch="a", seed=0, stage="finetuned", method=m, granularity="structured", ratio_requested=0.5)
+             for m in ("contribution-kappa1", "frs-alpha1-beta0", "random-seed2", "screening-lambda0.5")]
     df = annotate(records_frame(rows)).set_index("label")
     assert set(df.index) == {"screening (lambda=0.25)", "screening (lambda=1.0)", "magnitude (iterative)",
-                             "magnitude (scratch)", "screening_l0.75"}
+                             "magnitude (scratch)", "screening_l0.75", "contribution-kappa1", "frs-alpha1-beta0",
+                             "random-seed2", "screening-lambda0.5"}
     assert df.loc["magnitude (scratch)", "style"] == "scratch" and df.loc["magnitude (scratch)", "gran"] == "structured"
-    assert df.loc["screening_l0.75", "lam"] == 0.75 and df.loc["screening_l0.75", "style"] == "screening"
-    assert df.loc["screening (lambda=0.25)", "lam"] == 0.25 and df.loc["screening_l0.75", "pair_regime"] == "standard"
+    assert df.loc["screening_l0.75", "vval"] == 0.75 and df.loc["screening_l0.75", "style"] == "screening"
+    assert df.loc["screening (lambda=0.25)", "vval"] == 0.25 and df.loc["screening_l0.75", "pair_regime"] == "standard"
+    assert tuple(df.loc["contribution-kappa1", ["base", "vkey", "vval", "style"]]) == \
+        ("contribution", "kappa", 1.0, "contribution")
+    assert tuple(df.loc["random-seed2", ["base", "vkey", "vval"]]) == ("random", "seed", 2.0)
+    assert df.loc["frs-alpha1-beta0", "base"] == "frs" and pd.isna(df.loc["frs-alpha1-beta0", "vkey"])  # two keys
+    assert pd.isna(df.loc["magnitude (iterative)", "vkey"])
 
 
 def test_bad_input_fails_early(tmp_path):

@@ -10,9 +10,10 @@ from . import figures_extra as FX
 from ..provenance import provenance_warnings
 from .agreement import agreement_frame, agreement_mean
 from .collect import annotate, csv_frame, load_metrics, load_scores
-from .render import (Section, agreement_sections, baseline_section, md_section, reference_section,
-                     summary_sections, tex_section)
+from .render import (Section, agreement_sections, baseline_section, comparison_text, md_section,
+                     reference_section, summary_sections, tex_section)
 from .style import save
+from . import ranking as RK
 from .tables import baseline_frame, keyed, reference_frame, select_rows, summary_frame
 
 DEFAULT_RATIOS = (0.5, 0.7, 0.9)
@@ -25,11 +26,25 @@ FIGURES = {
     "speedup_measured_vs_theoretical": ("measured vs theoretical speedup (structured)", lambda c: F.speedups(c["sel"])),
     "layer_kept": ("per-layer kept fraction at one ratio", lambda c: F.layer_kept(c["df"], c["layer_ratio"])),
     "agreement_heatmap": ("Spearman agreement of methods' scores", lambda c: F.agreement_heatmap(c["amean"])),
-    "lambda_sweep": ("screening λ sweep", lambda c: FX.lambda_sweep(c["sel"])),
+    "critical_difference": ("mean ranks over all settings with the Nemenyi critical difference (Demšar 2006)",
+                            lambda c: RK.cd_diagram(c["ranks"], c["rank_info"])),
     "space_edf": ("pruning-space error EDFs per MACs regime", lambda c: FX.space_edf(c["df"])),
     "space_error_vs_ratio": ("pruning-space error vs MACs/params ratio", lambda c: FX.space_scatter(c["df"])),
     "gradual_vs_oneshot": ("gradual vs one-shot: accuracy vs training cost", lambda c: FX.gradual_cost(c["df"])),
 }
+
+
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def report_settings(config: dict) -> dict:
+    """config['report'] over the schema's `report` defaults (reference method, correction, ...)."""
+    import yaml
+
+    props = yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
+    out = {k: v["default"] for k, v in props.items() if "default" in v}
+    out.update(config.get("report") or {})
+    return out
 
 
 def build_report(metrics_files, out_dir, score_files=(), config: dict | None = None,
@@ -68,12 +83,17 @@ def build_from_frame(results: pd.DataFrame, scores: list[dict], out_dir, config:
 
     write_csv(csv_frame(results), "results.csv")
     df = keyed(annotate(results))
-    base, summary, sel = baseline_frame(df), summary_frame(df), select_rows(df)
+    rs = report_settings(config)
+    base, sel = baseline_frame(df), select_rows(df)
+    summary = summary_frame(df, rs["reference"], rs["correction"])
+    auc, (ranks, rank_info) = RK.auc_frame(sel), RK.rank_frame(summary)
     agr = agreement_frame(scores, _ratios(df, config))
     amean = agreement_mean(agr)
-    ref = reference_frame(config.get("reference") or (config.get("report") or {}).get("reference"), summary)
+    ref = reference_frame(config.get("reference"), summary)
     write_csv(base, "baselines.csv")
     write_csv(summary, "summary.csv")
+    write_csv(auc, "curve_area.csv")
+    write_csv(ranks, "ranking.csv")
     write_csv(agr, "methods_agreement.csv")
     write_csv(amean, "methods_agreement_mean.csv")
     if not ref.empty:
@@ -81,10 +101,16 @@ def build_from_frame(results: pd.DataFrame, scores: list[dict], out_dir, config:
     else:
         (tdir / "reference.csv").unlink(missing_ok=True)
 
-    ctx = dict(df=df, sel=sel, summary=summary, base=base, amean=amean,
-               layer_ratio=float((config.get("report") or {}).get("layer_kept_ratio", 0.5)))
+    ctx = dict(df=df, sel=sel, summary=summary, base=base, amean=amean, ranks=ranks, rank_info=rank_info,
+               layer_ratio=float(rs["layer_kept_ratio"]))
     made, skipped = [], []
-    for name, (what, fn) in FIGURES.items() if figures else ():
+    plan = dict(FIGURES)
+    for b, k in FX.sweeps(sel):  # one figure per swept method option (method variants)
+        plan[f"sweep_{b}_{k}"] = (f"{b}: test top-1 vs {k}", lambda c, b=b, k=k: FX.sweep(c["sel"], b, k))
+    for stale in fdir.glob("sweep_*.*") if figures else ():
+        if stale.stem not in plan:
+            stale.unlink()
+    for name, (what, fn) in plan.items() if figures else ():
         fig = fn(ctx)
         if isinstance(fig, str):
             skipped.append((name, what, fig))
@@ -94,7 +120,8 @@ def build_from_frame(results: pd.DataFrame, scores: list[dict], out_dir, config:
             written += save(fig, fdir, name)
             made.append((name, what))
 
-    sections = _sections(df, base, summary, amean, ref, scores)
+    sections = _sections(df, base, summary, amean, ref, scores, rs)
+    sections += RK.sections(auc, ranks, rank_info)
     fig_md = ["## Figures", ""] + [f"- `figures/{n}.png` (+ `.pdf`): {w}" for n, w in made]
     fig_md += [f"- not made: {n} ({w}): {why}" for n, w, why in skipped]
     if not figures:
@@ -119,15 +146,16 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def _sections(df, base, summary, amean, ref, scores) -> list[Section]:
+def _sections(df, base, summary, amean, ref, scores, rs) -> list[Section]:
     out = [baseline_section(base) if not base.empty else Section("Baselines", "No baseline models yet.")]
     if summary.empty:
         out.append(Section("Pruned models", "No pruned, fine-tuned, gradual or scratch models yet."))
     else:
         stages = sorted(set(summary["stage"]))
         out.append(Section("Pruned models", f"Stages shown: {', '.join(stages)} (fine-tuned where present, "
-                                            "pruned-only otherwise)."))
-        out += summary_sections(summary)
+                                            "pruned-only otherwise). "
+                           + comparison_text(summary, rs["reference"], rs["correction"])))
+        out += summary_sections(summary, rs["reference"], rs["correction"])
     if not ref.empty:
         out.append(reference_section(ref))
     if amean.empty:

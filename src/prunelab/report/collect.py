@@ -22,8 +22,8 @@ PERCENT_KEYS = ("top1_val", "top1_test", "top5_test", "top1_test_before_finetune
 SORT_KEYS = ("experiment", "dataset", "arch", "regime", "stage", "method", "granularity",
              "ratio_requested", "schedule", "space_regime", "seed")
 # Derived columns added by `annotate` (never written to results.csv).
-DERIVED = ("gran", "ratio", "base", "lam", "style", "label", "pair_regime")
-_LAMBDA_NAME = re.compile(r"^(screening)_l(\d*\.?\d+)$")
+DERIVED = ("gran", "ratio", "base", "vkey", "vval", "style", "label", "pair_regime")
+_LAMBDA_NAME = re.compile(r"^(screening)_l(\d*\.?\d+)$")  # legacy name of a screening λ variant
 
 
 def read_metrics(path: str | Path) -> dict:
@@ -111,27 +111,62 @@ def _num(v):
     return None if v is None or (not isinstance(v, (dict, list, str)) and pd.isna(v)) else v
 
 
-def _lambda(method, cfg):
-    if isinstance(cfg, dict) and isinstance(cfg.get("lambda"), (int, float)):
-        return float(cfg["lambda"])
-    m = _LAMBDA_NAME.match(str(method or ""))
-    return float(m.group(2)) if m else np.nan
+def _parse_variant(name: str) -> tuple[str, dict]:
+    """prunelab.methods.variants.parse_variant; a local reading of the same naming where that package cannot be
+    imported (`base-<key><value>[-<key><value>...]`, a negative value written with 'm')."""
+    try:
+        from prunelab.methods.variants import parse_variant
+    except ImportError:
+        base, *parts = name.split("-")
+        swept = {}
+        for part in parts:
+            m = re.match(r"^([A-Za-z_]+)(m?[0-9][0-9.e]*)$", part)
+            if not m:
+                raise ValueError(f"method variant {name!r}: cannot read {part!r} as <option><value>") from None
+            swept[m.group(1)] = float(m.group(2).replace("m", "-"))
+        return base, swept
+    return parse_variant(name)
+
+
+def variant(method) -> tuple[str | None, str | None, float]:
+    """(base method, swept key, value) of a method name: `screening-lambda0.25` → ('screening', 'lambda', 0.25)
+    (prunelab.methods.variants naming; legacy `screening_l0.25` too); a plain or multi-key name → (name, None, nan)."""
+    if _num(method) is None:
+        return None, None, np.nan
+    m = _LAMBDA_NAME.match(str(method))
+    if m:
+        return m.group(1), "lambda", float(m.group(2))
+    try:
+        base, swept = _parse_variant(str(method))
+    except ValueError:
+        return str(method), None, np.nan
+    if len(swept) == 1:
+        (k, v), = swept.items()
+        return base, k, float(v)
+    return base, None, np.nan
 
 
 def annotate(df: pd.DataFrame) -> pd.DataFrame:
-    """Add derived columns: gran, ratio, base, lam, style, label, pair_regime.
+    """Add derived columns: gran, ratio, base, vkey, vval, style, label, pair_regime.
 
     label names a method variant: "frs (gradual)", "magnitude (iterative)", and method_config keys
-    that vary within a method ("screening (lambda=0.25)"). style is the colour/marker key.
+    that vary within a method ("screening (lambda=0.25)"). style is the colour/marker key (the base method).
+    vkey/vval: the option a variant name sweeps and its value (`screening-lambda0.25`: 'lambda', 0.25).
     """
     df = df.copy()
     g = [_num(v) for v in df["granularity"]]
     df["gran"] = [x if x is not None or s not in ("gradual", "scratch") else "structured"
                   for x, s in zip(g, df["stage"])]
     df["ratio"] = [round(float(r), 4) if _num(r) is not None else np.nan for r in df["ratio_requested"]]
-    df["base"] = [_LAMBDA_NAME.sub(r"\1", str(m)) if _num(m) is not None else None for m in df["method"]]
+    parsed = [variant(m) for m in df["method"]]
+    df["base"], df["vkey"], df["vval"] = [p[0] for p in parsed], [p[1] for p in parsed], [p[2] for p in parsed]
     cfgs = df["method_config"] if "method_config" in df else pd.Series([None] * len(df), index=df.index)
-    df["lam"] = [_lambda(m, c) for m, c in zip(df["method"], cfgs)]
+    swept = {(b, k) for b, k, _ in parsed if k is not None}
+    for i, (b, k, _), c in zip(df.index, parsed, cfgs):  # a plain name's value of a key its variants sweep
+        keys = [kk for bb, kk in swept if bb == b and k is None and isinstance(c, dict)
+                and isinstance(c.get(kk), (int, float)) and not isinstance(c.get(kk), bool)]
+        if len(keys) == 1:
+            df.loc[i, ["vkey", "vval"]] = [keys[0], float(c[keys[0]])]
     df["style"] = [s if s in ("gradual", "scratch") else b for s, b in zip(df["stage"], df["base"])]
     sched = df["schedule"] if "schedule" in df else pd.Series([None] * len(df), index=df.index)
     varying: dict[str, list[str]] = {}

@@ -1,4 +1,4 @@
-"""Study figures: screening's λ sweep, pruning-space EDFs, gradual vs one-shot cost."""
+"""Study figures: method option sweeps, pruning-space EDFs, gradual vs one-shot cost."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,15 +8,25 @@ from .figures import _finite, _grans, _logx_if_wide, _methods
 from .style import finish_figure, method_style, new_figure, panel_title
 
 
-def lambda_sweep(sel: pd.DataFrame):
-    """Screening test top-1 vs λ (method_config.lambda or 'screening_l{λ}'), a line per ratio."""
-    d = sel[(sel["base"] == "screening") & _finite(sel["lam"], sel["top1_test"])] if not sel.empty else sel
-    if d.empty or d["lam"].nunique() < 2:
-        return "no λ sweep (fewer than two screening λ values)"
+def sweeps(sel: pd.DataFrame) -> list[tuple[str, str]]:
+    """(base method, swept key) pairs with ≥ 2 values in the selected rows: one sweep figure each."""
+    if sel.empty:
+        return []
+    d = sel[sel["vkey"].notna() & _finite(sel["vval"])]
+    return sorted((b, k) for (b, k), g in d.groupby(["base", "vkey"]) if g["vval"].nunique() >= 2)
+
+
+def sweep(sel: pd.DataFrame, base: str, key: str):
+    """Test top-1 (mean over seeds, 95 % t-interval) vs a method's swept option value: a line per ratio, a panel per
+    dataset × arch × regime × granularity holding ≥ 2 values."""
+    from .significance import t_interval
+
+    d = sel[(sel["base"] == base) & (sel["vkey"] == key) & _finite(sel["vval"], sel["top1_test"])] \
+        if not sel.empty else sel
     keys = ["dataset", "arch", "regime", "gran"]
-    panels = [k for k, g in d.groupby(keys, sort=False) if g["lam"].nunique() >= 2]  # only real sweeps
+    panels = [k for k, g in d.groupby(keys, sort=False) if g["vval"].nunique() >= 2] if len(d) else []
     if not panels:
-        return "no λ sweep (no model has two or more screening λ values)"
+        return f"no {base} {key} sweep (fewer than two values in one setting)"
     fig, axes = new_figure(1, len(panels))
     ratios = sorted(d["ratio"].dropna().unique())
     import matplotlib
@@ -29,14 +39,16 @@ def lambda_sweep(sel: pd.DataFrame):
             q = p[p["ratio"] == r]
             if q.empty:
                 continue
-            per_seed = q.groupby(["lam", "seed"])["top1_test"].mean().groupby(level=0)
-            m, s = per_seed.mean(), per_seed.std(ddof=1)
-            ax.errorbar(m.index, m.values, yerr=np.nan_to_num(s.values), capsize=2, marker="^", ms=5,
+            per_seed = q.groupby(["vval", "seed"])["top1_test"].mean()
+            pts = [(v, *t_interval(per_seed.loc[v].to_numpy())[:3]) for v in sorted(per_seed.index.unique(0))]
+            x, m, lo, hi = (np.array(c, float) for c in zip(*pts))
+            err = np.nan_to_num(np.vstack([m - lo, hi - m]))
+            ax.errorbar(x, m, yerr=err, capsize=2, marker=method_style(base)["marker"], ms=5,
                         color=cmap(k / max(1, len(ratios) - 1)), label=f"ratio {r:.2f}")
-        ax.set_xlabel("λ (0 = magnitude, 1 = pure screening)")
+        ax.set_xlabel(f"{base} option {key}")
         ax.set_ylabel("test top-1 (%)")
         panel_title(ax, f"{arch} · {ds} · {regime} · {gran}")
-    finish_figure(fig, axes, "Screening: λ sweep (mean ± std over seeds)")
+    finish_figure(fig, axes, f"{base}: {key} sweep\n(mean over seeds, 95 % t-interval)")
     return fig
 
 

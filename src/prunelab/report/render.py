@@ -5,9 +5,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from .significance import ALPHA, TEST_NAMES, WILCOXON_MIN_PAIRS
+from .significance import ALPHA, CORRECTIONS, TEST_NAMES, WILCOXON_MIN_PAIRS
 
 Cell = tuple[str, bool]  # (text, bold)
 
@@ -37,41 +38,76 @@ def fmt_num(v, nd: int = 2, scale: float = 1.0) -> str:
     return f"{v / scale:.{nd}f}" if _ok(v) else "–"
 
 
-def test_caption(summary: pd.DataFrame) -> str:
-    used = sorted(set(summary["test"].dropna())) if "test" in summary else []
+def fmt_ci(mean, lo, hi, nd: int = 2) -> str:
+    """'mean [lo, hi]' with signs (interval omitted when undefined); '–' without a mean."""
+    if not _ok(mean):
+        return "–"
+    return f"{mean:+.{nd}f}" + (f" [{lo:+.{nd}f}, {hi:+.{nd}f}]" if _ok(lo) and _ok(hi) else "")
+
+
+def fmt_p(p) -> str:
+    return "–" if not _ok(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def comparison_text(summary: pd.DataFrame, reference: str, correction: str) -> str:
+    """What the per-table comparisons are: reference, tests used, correction, seeds (for summary.md)."""
     rule = (f"paired t-test below {WILCOXON_MIN_PAIRS} paired seeds, Wilcoxon signed-rank test from "
             f"{WILCOXON_MIN_PAIRS} on")
-    if not used:
-        return f"No paired test against magnitude was possible here (it needs ≥ 2 paired seeds; {rule})."
-    names = " and ".join(TEST_NAMES[t] for t in used)
-    return (f"† differs from magnitude at p < {ALPHA} (two-sided, paired by seed; used here: {names}; "
-            f"rule: {rule}).")
+    if summary.empty or not (summary["method"] == reference).any():
+        return (f"The reference method `{reference}` (config `report.reference`) is not in this experiment: the "
+                "comparisons against it are skipped.")
+    used = sorted(set(summary["test"].dropna()))
+    tests = " and ".join(TEST_NAMES[t] for t in used) if used else "none possible (a test needs ≥ 2 paired seeds)"
+    pairs = sorted({int(n) for n in summary["n_pairs"] if n >= 1})
+    seeds = ", ".join(str(n) for n in pairs) if pairs else "0"
+    return (f"Each method is compared with `{reference}` (config `report.reference`), paired by seed: test used "
+            f"here {tests} (rule: {rule}); paired seeds per comparison: {seeds}. The p-values of one table (every "
+            f"method × ratio of one dataset · arch · regime · granularity) form one family, corrected by "
+            f"{CORRECTIONS[correction]} (config `report.correction`); † marks corrected p < {ALPHA}. Δ columns are "
+            "paired differences (mean over seeds [95 % t-interval, scipy.stats.ttest_rel(...).confidence_interval()]). "
+            "Measured speedup: median over seeds (IQR of the per-round dense/pruned latency ratios within the "
+            "job); ≈ marks a spread larger than the effect |speedup − 1|.")
 
 
-def summary_sections(summary: pd.DataFrame) -> list[Section]:
-    """One table per dataset × arch × regime."""
+def summary_sections(summary: pd.DataFrame, reference: str, correction: str) -> list[Section]:
+    """One table per dataset × arch × regime × granularity (one correction family each)."""
     if summary.empty:
         return []
-    headers = ["granularity", "ratio", "method", "stage", "n", "top-1 (%)", "Δ top-1 (pp)", "compression (×)",
-               "speedup theor. (×)", "speedup meas. (×)", "top-1 before FT (%)"]
-    caption = ("Test top-1 mean ± std (sample std) over seeds; Δ is the mean ± std over seeds of the paired "
-               "difference to the model's own baseline (same dataset, arch, regime, seed); compression and "
-               "speedups are means over seeds. Bold: best mean top-1 per granularity × ratio. "
-               + test_caption(summary))
+    headers = ["ratio", "method", "stage", "n", "top-1 (%)", "Δ top-1 (pp) [95 % CI]",
+               f"Δ vs {reference} (pp) [95 % CI]", f"p ({correction})", "compression (×)", "speedup theor. (×)",
+               "speedup meas. (×)", "top-1 before FT (%)"]
     out = []
-    for (ds, arch, regime), g in summary.groupby(["dataset", "arch", "regime"], sort=False):
+    for (ds, arch, regime, gran), g in summary.groupby(["dataset", "arch", "regime", "granularity"], sort=False):
         rows = []
         for _, r in g.iterrows():
             b = bool(r["best"])
             top1 = fmt_pm(r["top1_mean"], r["top1_std"]) + ("†" if r["significant"] else "")
-            rows.append([(str(r["granularity"]), False), (fmt_num(r["ratio"]), False), (str(r["method"]), b),
-                         (str(r["stage"]), False), (str(r["n_seeds"]), False), (top1, b),
-                         (fmt_pm(r["delta_mean"], r["delta_std"], sign=True), False),
+            meas = fmt_num(r["speedup_measured_median"])
+            if _ok(r["speedup_measured_spread"]):
+                meas += f" (IQR {r['speedup_measured_spread']:.2f})" + ("≈" if r["speedup_measured_noisy"] else "")
+            p = "ref" if r["method"] == reference else fmt_p(r["p_adj"]) + ("†" if r["significant"] else "")
+            rows.append([(fmt_num(r["ratio"]), False), (str(r["method"]), b), (str(r["stage"]), False),
+                         (str(r["n_seeds"]), False), (top1, b),
+                         (fmt_ci(r["delta_mean"], r["delta_lo"], r["delta_hi"]), False),
+                         (fmt_ci(r["dref_mean"], r["dref_lo"], r["dref_hi"]), False), (p, False),
                          (fmt_num(r["compression_mean"]), False), (fmt_num(r["speedup_theoretical_mean"]), False),
-                         (fmt_num(r["speedup_measured_mean"]), False),
-                         (fmt_pm(r["before_mean"], r["before_std"]), False)])
-        out.append(Section(f"{arch} · {ds} · {regime}", caption, headers, rows, level=3))
+                         (meas, False), (fmt_pm(r["before_mean"], r["before_std"]), False)])
+        out.append(Section(f"{arch} · {ds} · {regime} · {gran}", _table_caption(g, reference, correction),
+                           headers, rows, level=3))
     return out
+
+
+def _table_caption(g: pd.DataFrame, reference: str, correction: str) -> str:
+    head = "Test top-1 mean ± std over seeds; bold: best mean top-1 per ratio."
+    if not (g["method"] == reference).any():
+        return head + f" No `{reference}` model here: no comparison."
+    fam = int(np.nanmax(g["family_size"])) if np.isfinite(g["family_size"]).any() else 0
+    head += f" {fam} comparisons with `{reference}`, p corrected together ({correction})."
+    if not np.isfinite(g["mdd"]).any():
+        return head + " Detectable difference: undefined (fewer than 2 paired seeds)."
+    n = int(np.median(g.loc[np.isfinite(g["mdd"]) & (g["n_pairs"] >= 2), "n_pairs"]))
+    return head + (f" Smallest Δ vs {reference} detectable at 80 % power with {n} paired seeds (paired t, two-sided "
+                   f"α = {ALPHA}, pooled paired sd {g['mdd_sd'].iloc[0]:.2f} pp): {g['mdd'].iloc[0]:.2f} pp.")
 
 
 def baseline_section(base: pd.DataFrame) -> Section:
@@ -144,7 +180,7 @@ def md_section(s: Section, caption: bool = True) -> str:
 
 _TEX = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("_", r"\_"), ("{", r"\{"),
         ("}", r"\}"), ("$", r"\$"), ("`", ""), ("±", r"$\pm$"), ("†", r"$^\dagger$"), ("×", r"$\times$"),
-        ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("ρ", r"$\rho$"), ("≥", r"$\geq$"), ("—", "---"), ("–", "--"),
+        ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("ρ", r"$\rho$"), ("≈", r"$\approx$"), ("χ", r"$\chi$"), ("≥", r"$\geq$"), ("—", "---"), ("–", "--"),
         ("·", r"$\cdot$"), ("∩", r"$\cap$")]
 
 

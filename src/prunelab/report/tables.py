@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 
 from .collect import method_rank
-from .significance import ALPHA, paired_test
+from .significance import ALPHA, adjust_p, detectable_difference, paired_delta, paired_test
 
 GROUP = ["dataset", "arch", "regime", "gran", "ratio"]  # one comparison: the methods compete here
 MISSING = "—"
-MAGNITUDE = "magnitude"
 
 
 def keyed(df: pd.DataFrame) -> pd.DataFrame:
@@ -78,8 +77,10 @@ def select_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep) if keep else d.iloc[:0]
 
 
-def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per comparison group × method variant, with Δ to baseline, best and paired test."""
+def summary_frame(df: pd.DataFrame, reference: str, correction: str) -> pd.DataFrame:
+    """One row per comparison group × method variant: top-1, paired Δ to the own baseline with its 95 % t-interval,
+    paired Δ / test / corrected p against the `reference` method (family: one dataset × arch × regime ×
+    granularity, corrected by `correction`), measured speedup median and spread over seeds."""
     sel = select_rows(df)
     if sel.empty:
         return pd.DataFrame()
@@ -89,42 +90,82 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
         ds, arch, regime, gran, ratio, label = key
         top1 = per_seed(g, "top1_test")
         pair_regime = g["pair_regime"].iloc[0]
-        deltas = [v - base[(ds, arch, pair_regime, s)] for s, v in top1.items() if (ds, arch, pair_regime, s) in base]
+        paired = [(v, base[(ds, arch, pair_regime, s)]) for s, v in top1.items() if (ds, arch, pair_regime, s) in base]
         r = dict(dataset=ds, arch=arch, regime=regime, granularity=gran, ratio=ratio, method=label,
                  style=g["style"].iloc[0], stage=g["stage"].iloc[0], seeds=" ".join(str(s) for s in top1.index),
                  _top1=top1)
         r["top1_mean"], r["top1_std"], r["n_seeds"] = _stat(top1)
-        r["delta_mean"], r["delta_std"], r["n_delta"] = _stat(deltas)
+        r["delta_mean"], r["delta_std"], r["n_delta"] = _stat([a - b for a, b in paired])
+        _, r["delta_lo"], r["delta_hi"], _, _ = paired_delta([a for a, _ in paired], [b for _, b in paired])
         for col, name in (("compression", "compression"), ("speedup_theoretical", "speedup_theoretical"),
-                          ("latency_speedup", "speedup_measured"), ("sparsity_achieved", "sparsity"),
-                          ("top1_test_before_finetune", "before")):
+                          ("sparsity_achieved", "sparsity"), ("top1_test_before_finetune", "before")):
             r[f"{name}_mean"], r[f"{name}_std"], _ = _stat(per_seed(g, col)) if col in g else (math.nan,) * 3
+        r.update(measured_speedup(g))
         rows.append(r)
     grank = {"unstructured": 0, "structured": 1}
     rows.sort(key=lambda r: (str(r["dataset"]), str(r["arch"]), str(r["regime"]),
                              (grank.get(r["granularity"], 2), str(r["granularity"])),
                              r["ratio"] if np.isfinite(r["ratio"]) else math.inf, method_rank(r["method"], r["style"])))
-    return _mark(pd.DataFrame(rows)).drop(columns="_top1")
+    return _mark(pd.DataFrame(rows), reference, correction).drop(columns="_top1")
 
 
-def _mark(s: pd.DataFrame) -> pd.DataFrame:
-    """Add best (max mean top-1 in its group; ties all best), p/test vs magnitude, significant."""
-    s["best"], s["p_vs_magnitude"], s["test"], s["n_pairs"] = False, math.nan, None, 0
+FAMILY = ["dataset", "arch", "regime", "granularity"]  # one table: the family a correction runs over
+
+
+def measured_speedup(g: pd.DataFrame) -> dict:
+    """Measured (latency) speedup of one group's models: median over seeds, and its spread — the median over
+    seeds of the within-job IQR of per-round ratios (latency_speedup_iqr) where recorded, else the IQR over seeds.
+    noisy: the spread exceeds the effect |median − 1|."""
+    sp = per_seed(g, "latency_speedup") if "latency_speedup" in g else pd.Series(dtype=float)
+    if sp.empty:
+        return dict(speedup_measured_median=math.nan, speedup_measured_spread=math.nan, speedup_measured_noisy=False)
+    med = float(np.median(sp))
+    iqr = per_seed(g, "latency_speedup_iqr") if "latency_speedup_iqr" in g else pd.Series(dtype=float)
+    if len(iqr):
+        spread = float(np.median(iqr))
+    elif len(sp) > 1:
+        q75, q25 = np.percentile(sp, [75, 25])
+        spread = float(q75 - q25)
+    else:
+        spread = math.nan
+    return dict(speedup_measured_median=med, speedup_measured_spread=spread,
+                speedup_measured_noisy=bool(np.isfinite(spread) and spread > abs(med - 1)))
+
+
+def _mark(s: pd.DataFrame, reference: str, correction: str) -> pd.DataFrame:
+    """Add best (max mean top-1 in its group; ties all best), paired Δ / p / test vs the reference method, p
+    corrected per family, significant (corrected p < ALPHA) and the family's detectable difference."""
+    s["best"] = False
+    for col in ("dref_mean", "dref_lo", "dref_hi", "dref_sd", "p_vs_ref", "p_adj", "family_size", "mdd", "mdd_sd"):
+        s[col] = math.nan
+    s["test"], s["n_pairs"], s["reference"] = None, 0, reference
     for _, g in s.groupby(["dataset", "arch", "regime", "granularity", "ratio"], sort=False, dropna=False):
         top = g["top1_mean"].max()
         if np.isfinite(top):
             s.loc[g.index[g["top1_mean"] == top], "best"] = True
-        ref = g[g["method"] == MAGNITUDE]
+        ref = g[g["method"] == reference]
         if ref.empty:
             continue
-        mag = ref["_top1"].iloc[0]
+        rv = ref["_top1"].iloc[0]
         for i, row in g.iterrows():
-            if row["method"] == MAGNITUDE:
+            if row["method"] == reference:
                 continue
-            seeds = sorted(set(mag.index) & set(row["_top1"].index))
-            p, test = paired_test(row["_top1"][seeds].to_numpy(), mag[seeds].to_numpy())
-            s.loc[i, ["p_vs_magnitude", "test", "n_pairs"]] = [p, test, len(seeds)]
-    s["significant"] = s["p_vs_magnitude"].astype(float) < ALPHA
+            seeds = sorted(set(rv.index) & set(row["_top1"].index))
+            a, b = row["_top1"][seeds].to_numpy(), rv[seeds].to_numpy()
+            p, test = paired_test(a, b)
+            mean, lo, hi, sd, n = paired_delta(a, b)
+            s.loc[i, ["dref_mean", "dref_lo", "dref_hi", "dref_sd", "p_vs_ref", "n_pairs"]] = [mean, lo, hi, sd, p, n]
+            s.loc[i, "test"] = test
+    for _, g in s.groupby(FAMILY, sort=False, dropna=False):
+        p = g["p_vs_ref"].astype(float).to_numpy()
+        s.loc[g.index, "p_adj"] = adjust_p(p, correction)
+        s.loc[g.index, "family_size"] = int(np.isfinite(p).sum())
+        sd = g["dref_sd"].astype(float)
+        ok = np.isfinite(sd) & (g["n_pairs"] >= 2)
+        if ok.any():  # pooled paired spread of the table, at its typical number of pairs
+            pooled, n = float(np.sqrt(np.mean(sd[ok] ** 2))), int(np.median(g.loc[ok, "n_pairs"]))
+            s.loc[g.index, ["mdd", "mdd_sd"]] = [detectable_difference(pooled, n), pooled]
+    s["significant"] = s["p_adj"].astype(float) < ALPHA
     return s
 
 
