@@ -8,5 +8,6 @@ start_script(snakemake)
 out_dir = Path(snakemake.output.results).parent.parent
 build_report([Path(p) for p in snakemake.input.metrics], out_dir,
              score_files=[Path(p) for p in snakemake.input.scores],
-             config={"experiment": snakemake.params.experiment, "reference": snakemake.params.reference})
+             config={"experiment": snakemake.params.experiment, "reference": snakemake.params.reference,
+                     "report": snakemake.params.report})
 Path(snakemake.output.figures).mkdir(parents=True, exist_ok=True)

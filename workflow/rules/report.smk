@@ -33,6 +33,7 @@ rule report:
     params:
         experiment=EXP,
         reference=config["reference"],
+        report=config["report"],
     script:
         "../../scripts/report.py"
 
