@@ -13,7 +13,7 @@ from torch import nn
 from prunelab.data import normalize
 from prunelab.metrics import evaluate
 from prunelab.models import build_model, place
-from prunelab.records import cost_fields, dense_summary, latency_ms
+from prunelab.records import DenseLatency, cost_fields, dense_latency, dense_summary
 from prunelab.train import seed_everything, train_model
 
 log = logging.getLogger("prunelab.pipeline")
@@ -67,17 +67,19 @@ def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: t
 
 
 def model_fields(model: nn.Module, data: dict, dense: dict, device, latency_cfg: dict,
-                 dense_latency: dict | None = None) -> dict:
-    """Cost fields (size, MACs, latency) + test fields of a model, for metrics.json."""
+                 dense_latency: DenseLatency | None = None) -> dict:
+    """Cost fields (size, MACs, latency) + test fields of a model, for metrics.json. dense_latency (from
+    `dense_reference`; None for a baseline): the model is timed interleaved with the dense one."""
     fields = cost_fields(model, data["in_shape"], dense, device, dense_latency, latency_cfg)
     fields.update(test_fields(model, data, device))
     return fields
 
 
-def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dict) -> tuple[dict, dict]:
-    """Dense baseline's sizes and its latency timed in this job: (dense_summary, {'b1', 'b64'} ms)."""
+def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dict) -> tuple[dict, DenseLatency]:
+    """Dense baseline's sizes and its timing form for this job: (dense_summary, DenseLatency). `model_fields`
+    times each pruned model interleaved with it (median of per-round speedups, with their spread)."""
     shape = data["in_shape"]
-    return dense_summary(dense_model, shape), latency_ms(dense_model, shape, device, latency_cfg)
+    return dense_summary(dense_model, shape), dense_latency(dense_model, shape, device, latency_cfg)
 
 
 def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
