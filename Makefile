@@ -10,14 +10,13 @@ export UV_PYTHON_DOWNLOADS := never
 UV_VERSION := 0.13.9
 UV = $(if $(shell uv --version 2>/dev/null | grep -E '^uv $(subst .,\.,$(UV_VERSION))( |$$)'),uv,$(PYTHON) -m uv)
 export PYTHONHASHSEED := 0
-# The greedy scheduler: the default ILP one solves an optimisation problem at every scheduling round, which
-# PruneLab (no scarce resources to pack on one machine) does not need with hundreds of small jobs.
 # PYTHONDONTWRITEBYTECODE may be set by the machine: the venv is byte-compiled once at install (--compile-bytecode)
 # so that each of the workflow's many short jobs does not recompile torch from source (about 2 s a process).
 unexport PYTHONDONTWRITEBYTECODE
 CONFIG ?= config/config.yaml
 CORES ?= all
-SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG) --scheduler greedy
+# Scheduler, rerun-incomplete, failed logs, quietness: profiles/default/config.yaml, read by every snakemake run.
+SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG)
 EXPERIMENT = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['experiment'])")
 MLFLOW_PORT ?= 5000
 
@@ -51,7 +50,13 @@ data:
 		"(sudo apt-get install dataset-fashion-mnist), or set dataset.download: true in the config"; fi
 
 run: venv
-	$(SNAKEMAKE) --cores $(CORES) --rerun-incomplete $(if $(GPUS),--resources gpu=$(GPUS),)
+	$(SNAKEMAKE) --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS),)
+
+# Rerun the jobs of some rules (and everything downstream) after a change in src/prunelab, which Snakemake does
+# not track: make rerun RULES="score prune"
+rerun: venv
+	@test -n "$(RULES)" || { echo 'name the rules to rerun: make rerun RULES="score prune"'; exit 2; }
+	$(SNAKEMAKE) --cores $(CORES) --forcerun $(RULES) $(if $(GPUS),--resources gpu=$(GPUS),)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run

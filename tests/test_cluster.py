@@ -59,7 +59,8 @@ def _dry_run_resources(tmp_path: Path, profile: str) -> dict[str, str]:
 def test_profiles_load_and_request_gpus_for_training(tmp_path):
     """Both profiles are valid Snakemake profiles for the whole tiny DAG; the SLURM one gives the training and
     statistics rules one GPU with more memory and time, and nothing site-specific is set in the rules."""
-    assert not (PROFILES / "default").exists(), "profiles/default/ would apply silently to every run"
+    default = yaml.safe_load((PROFILES / "default" / "config.yaml").read_text())  # applies to every run
+    assert set(default) <= {"cores", "scheduler", "rerun-incomplete", "show-failed-logs", "quiet"}, default
     slurm = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
     assert slurm["executor"] == "slurm" and slurm["slurm-status-command"] in ("squeue", "sacct")
     res = _dry_run_resources(tmp_path, "slurm")

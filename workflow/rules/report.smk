@@ -34,6 +34,8 @@ rule report:
         experiment=EXP,
         reference=config["reference"],
         report=config["report"],
+    message:
+        f"report of {EXP}: tables and figures from {len(all_metrics())} metrics.json files"
     script:
         "../../scripts/report.py"
 
@@ -49,5 +51,7 @@ rule track:
         "../envs/prunelab.yaml"
     params:
         tracking_file=TRACKING_FILE,
+    message:
+        f"track: {len(all_metrics())} finished jobs of {EXP} to MLflow"
     script:
         "../../scripts/track.py"

@@ -88,5 +88,7 @@ rule space_summary:
         experiment=EXP,
         space={k: SPACE[k] for k in ("init", "epochs", "seed", "samples", "regimes")},
         macs_tol=SPACE_MACS_TOL,
+    message:
+        "space_summary of {wildcards.arch} seed {wildcards.seed} -> {output.json}"
     script:
         "../../scripts/space_summary.py"
