@@ -256,6 +256,25 @@ def _list_class_folder(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def _open_image(path: Path):
+    """PIL image of `path` (header read); an unreadable file raises ValueError naming it."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Exception as err:
+        raise ValueError(f"imagefolder: {path} is not a readable image ({type(err).__name__}: {err})") from err
+
+
+def _load(im, path: Path):
+    """Decode the pixels of `im` (a truncated or corrupt file raises ValueError naming `path`)."""
+    try:
+        im.load()
+    except Exception as err:
+        raise ValueError(f"imagefolder: {path} is corrupt ({type(err).__name__}: {err})") from err
+    return im
+
+
 def read_imagefolder(root: Path, image_size: int | None) -> tuple[RawSplits, list[str]]:
     """Images under `root`/{train,test}/<class>/ (or `root`/<class>/ alone; no test split then).
 
@@ -274,6 +293,8 @@ def read_imagefolder(root: Path, image_size: int | None) -> tuple[RawSplits, lis
     classes = list(folders["train"])
     if not classes:
         raise FileNotFoundError(f"imagefolder: no class folders in {pool}; expected {pool}/<class>/<images>")
+    if len(classes) < 2:
+        raise ValueError(f"imagefolder: {pool} has one class folder ({classes[0]}); expected at least two")
     unknown = set(folders.get("test", {})) - set(classes)
     if unknown:
         raise ValueError(f"imagefolder: {root / 'test'} has classes not in {pool}: {sorted(unknown)}")
@@ -282,7 +303,7 @@ def read_imagefolder(root: Path, image_size: int | None) -> tuple[RawSplits, lis
              for c, paths in by_class.items() for p in paths]
     modes, sizes = {}, {}
     for _, _, p in files:
-        with Image.open(p) as im:
+        with _open_image(p) as im:
             modes[p], sizes[p] = im.mode, im.size
     mode = "L" if all(m in _GRAYSCALE_MODES for m in modes.values()) else "RGB"
     if image_size is None and len(set(sizes.values())) > 1:
@@ -297,8 +318,8 @@ def read_imagefolder(root: Path, image_size: int | None) -> tuple[RawSplits, lis
         for s, label, p in files:
             if s != split:
                 continue
-            with Image.open(p) as im:
-                im = im.convert(mode)
+            with _open_image(p) as im:
+                im = _load(im, p).convert(mode)
                 if image_size is not None and im.size != (image_size, image_size):
                     im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 a = np.asarray(im, dtype=np.uint8)

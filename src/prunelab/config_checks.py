@@ -1,0 +1,454 @@
+"""Checks of a schema-validated config (defaults filled) that the schema cannot express, run at DAG time.
+
+`check_config(cfg, config_files)` raises `ConfigError` with one line naming the config key (or file) and what
+was expected: duplicate YAML keys, unsafe experiment names, ratios that vanish or collide at the two decimals
+of result paths, sections that would schedule nothing, schedule coherence, the device, data files, model
+names and options (against `prunelab.models.MODELS` and torchvision's list), layer names, split sizes.
+Models are built only on the meta device with initialisation skipped (milliseconds, no memory); torchvision
+is imported only when a `tv:` model is named. No Snakemake import: common.smk turns ConfigError into a
+WorkflowError.
+
+Bounds (documented choices):
+- validation split >= max(10 x classes, 100) images (MIN_VAL_PER_CLASS, MIN_VAL), enough to select epochs;
+- calibration samples (stats.samples) >= 2 x classes when a method or gradual pruning needs per-class
+  statistics (a per-class variance or class relevance needs two samples of each class, on average);
+- the train split holds >= 2 images per class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+MIN_VAL, MIN_VAL_PER_CLASS = 100, 10
+MIN_CALIBRATION_PER_CLASS = 2
+# Methods reading per-class statistics (screening: class-conditional F; frs: class relevance).
+CLASS_STAT_METHODS = {"screening", "frs"}
+# Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
+DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
+# Dataset -> (in_shape, classes, official train images; None: no official test split, TEST_FRACTION carved).
+DATASET_SHAPES = {
+    "digits": ((1, 8, 8), 10, None), "mnist": ((1, 28, 28), 10, 60000),
+    "fashion_mnist": ((1, 28, 28), 10, 60000), "cifar10": ((3, 32, 32), 10, 50000),
+    "cifar100": ((3, 32, 32), 100, 50000), "svhn": ((3, 32, 32), 10, 73257),
+}
+DIGITS_IMAGES = 1797
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_HEADER_SCAN = 5000  # image-folder files whose headers are read at DAG time (sizes); more: left to the job
+
+
+class ConfigError(ValueError):
+    """A config mistake, as one line naming the key or file and what was expected."""
+
+
+def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = True) -> None:
+    """Raise ConfigError on the first mistake in `cfg` (schema-validated, defaults filled).
+
+    config_files: the YAML files the config was read from (duplicate keys). check_device: False where jobs run
+    on other machines (cluster), whose GPUs this one cannot see.
+    """
+    for path in config_files:
+        check_duplicate_keys(path)
+    check_experiment(cfg["experiment"])
+    check_ratios(cfg)
+    check_methods(cfg)
+    check_sections(cfg)
+    check_schedule(cfg)
+    if check_device:
+        check_device_available(cfg["device"])
+    in_shape, classes, n_train, n_val = dataset_sizes(cfg["dataset"])
+    check_sizes(cfg, classes, n_train, n_val)
+    for key, arch in cfg["archs"].items():
+        check_arch(cfg, key, arch, in_shape, classes)
+
+
+# --------------------------------------------------------------------------------------------- files, names
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a mapping key given twice (Snakemake's loader keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"config file {self.name}: key {key!r} appears twice (lines {seen[key]} and "
+                                  f"{key_node.start_mark.line + 1}); YAML keeps only the last, remove one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def check_duplicate_keys(path: str | Path) -> None:
+    """Re-read a YAML config file, rejecting duplicate keys at any depth (JSON files are YAML too)."""
+    with open(path) as fh:
+        loader = _UniqueKeyLoader(fh)
+        loader.name = str(path)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def check_experiment(name: str) -> None:
+    if not SAFE_NAME.match(name) or name in (".", ".."):
+        raise ConfigError(f"config key 'experiment': {name!r} is not a safe folder name (results/{name}/); "
+                          "expected letters, digits, '_', '.', '-', starting with a letter or digit")
+
+
+# --------------------------------------------------------------------------------------------------- ratios
+
+def _ratio_lists(cfg: dict) -> dict[str, list[float]]:
+    out = {f"granularities.{g}": list(v) for g, v in cfg["granularities"].items()}
+    out.update({"gradual.ratios": cfg["gradual"]["ratios"], "scratch.ratios": cfg["scratch"]["ratios"],
+                "space.regimes": cfg["space"]["regimes"]})
+    return out
+
+
+def check_ratios(cfg: dict) -> None:
+    """Ratios are written with two decimals in result paths and read back from them by the jobs: each must
+    be a distinct two-decimal value in [0.01, 0.99] (space.regimes: up to 1.00)."""
+    for key, values in _ratio_lists(cfg).items():
+        top = "1.00" if key == "space.regimes" else "0.99"
+        by_path = {}
+        for r in values:
+            text = f"{float(r):.2f}"
+            if text == "0.00" or float(text) > float(top):
+                raise ConfigError(f"config key '{key}': {r} is written {text!r} in result paths (two decimals); "
+                                  f"expected values in [0.01, {top}]")
+            by_path.setdefault(text, []).append(r)
+        clash = {t: v for t, v in by_path.items() if len(v) > 1}
+        if clash:
+            t, v = next(iter(clash.items()))
+            raise ConfigError(f"config key '{key}': {v} collide as {t!r} in result paths (two decimals); "
+                              "expected distinct two-decimal values")
+        for r in values:
+            if abs(float(r) - round(float(r), 2)) > 1e-9:
+                raise ConfigError(f"config key '{key}': {r} has more than two decimals, but result paths and "
+                                  f"jobs use {float(r):.2f}; write {float(r):.2f} (or another two-decimal value)")
+
+
+# -------------------------------------------------------------------------------------- methods, sections
+
+def check_methods(cfg: dict) -> None:
+    """Method names are registry names; option keys are the method's (values may be lists: variants)."""
+    from prunelab.methods import get_method, method_names
+
+    for name, opts in cfg["methods"].items():
+        if name not in method_names():
+            raise ConfigError(f"config key 'methods.{name}': unknown method; expected one of {method_names()}")
+        spec = get_method(name)
+        bad = sorted(set(opts or {}) - set(spec.defaults)) if spec.defaults is not None else []
+        if bad:
+            raise ConfigError(f"config key 'methods.{name}': unknown options {bad}; expected some of "
+                              f"{sorted(spec.defaults)}")
+
+
+def _granularities(method: str) -> tuple[str, ...]:
+    """Granularities the registered method behind `method` (a method or variant name) scores."""
+    from prunelab.methods import get_method, method_names
+
+    base = method if method in method_names() else method.split("-", 1)[0]
+    return get_method(base).granularities
+
+
+def _selectable(cfg: dict) -> list[str]:
+    """Names a section may use for the experiment's methods: each method and each of its variants."""
+    try:
+        from prunelab.methods.variants import expand_methods
+    except ImportError:  # no variants
+        return list(cfg["methods"])
+    return list(dict.fromkeys([*cfg["methods"], *expand_methods(cfg["methods"])]))
+
+
+def check_sections(cfg: dict) -> None:
+    """Names in sections must exist, and every enabled section must schedule at least one job."""
+    archs, methods = list(cfg["archs"]), _selectable(cfg)
+    ratios = {g: list(cfg["granularities"].get(g) or []) for g in ("unstructured", "structured")}
+    structured = ratios["structured"]
+
+    def unknown(key, names, valid, what):
+        bad = [n for n in names if n not in valid]
+        if bad:
+            raise ConfigError(f"config key '{key}': {bad} not in {what} {valid}")
+
+    reg = cfg["regularizer"]
+    unknown("regularizer.archs", reg["archs"] or [], archs, "archs")
+    unknown("regularizer.methods", reg["methods"] or [], methods, "methods")
+    extra = cfg["gradual"]["enabled"] or cfg["space"]["enabled"]
+    if not any(ratios.values()) and not extra:
+        raise ConfigError("config key 'granularities': no ratio under unstructured or structured, and gradual and "
+                          "space are off: nothing would be pruned; expected at least one ratio")
+    for m in cfg["methods"]:
+        if not any(ratios[g] for g in _granularities(m)) and not extra:
+            need = " or ".join(f"granularities.{g}" for g in _granularities(m))
+            raise ConfigError(f"config key 'methods.{m}': {m} scores only {', '.join(_granularities(m))} units, "
+                              f"but {need} lists no ratio: {m} would schedule no job")
+    if cfg["gradual"]["enabled"]:
+        g = cfg["gradual"]
+        unknown("gradual.archs", g["archs"], archs, "archs")
+        if not g["archs"] and all(cfg["archs"][a]["name"] in DENSE_ONLY_MODELS for a in archs):
+            raise ConfigError("config key 'gradual.enabled': every arch is a dense model without channels "
+                              f"({sorted(DENSE_ONLY_MODELS)}), so gradual would schedule nothing; name archs in "
+                              "gradual.archs or set gradual.enabled: false")
+        if not (g["ratios"] or structured):
+            raise ConfigError("config key 'gradual.ratios': empty and granularities.structured is empty: gradual "
+                              "would schedule nothing; expected at least one ratio")
+    if cfg["scratch"]["enabled"]:
+        s = cfg["scratch"]
+        unknown("scratch.methods", s["methods"], methods, "methods")
+        if not s["methods"]:
+            raise ConfigError("config key 'scratch.methods': empty: scratch would schedule nothing")
+        flat = [m for m in s["methods"] if "structured" not in _granularities(m)]
+        if flat:
+            raise ConfigError(f"config key 'scratch.methods': {flat} do not prune structurally: no pruned "
+                              "architecture to retrain from scratch")
+        if not (s["ratios"] or structured):
+            raise ConfigError("config key 'scratch.ratios': empty and granularities.structured is empty: scratch "
+                              "retrains structurally pruned architectures, so it would schedule nothing")
+        base = lambda names: {n.split("-", 1)[0] for n in names}  # noqa: E731  (variant -> method)
+        pat_only = "standard" not in cfg["regimes"] and reg["methods"]
+        if pat_only and not base(s["methods"]) & base(reg["methods"]):
+            raise ConfigError(f"config key 'scratch.methods': {s['methods']} are not in regularizer.methods "
+                              f"{reg['methods']} (the only regime is pat): scratch would schedule nothing")
+    if cfg["space"]["enabled"]:
+        unknown("space.archs", cfg["space"]["archs"], archs, "archs")
+    if "pat" in cfg["regimes"] and reg["methods"] is not None and not reg["methods"]:
+        raise ConfigError("config key 'regularizer.methods': [] would prune no pat baseline; "
+                          "use null for all methods")
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+
+def check_schedule(cfg: dict) -> None:
+    """gradual: pruning steps fit in train.epochs; iterative: each round gets fine-tuning epochs;
+    multistep milestones (epochs, or fractions in (0, 1)) fall inside the run."""
+    g, epochs = cfg["gradual"], cfg["train"]["epochs"]
+    if g["enabled"]:
+        stop = epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]
+        what = "gradual.stop_epoch" if g["stop_epoch"] is not None else "gradual.stop_epoch (null: train.epochs // 2)"
+        if stop >= epochs:
+            raise ConfigError(f"config key '{what}': {stop} must be below train.epochs ({epochs}); the epochs after "
+                              "the last pruning step are the fine-tuning")
+        if stop < g["interval"]:
+            raise ConfigError(f"config key '{what}': {stop} is below gradual.interval ({g['interval']}): no "
+                              "pruning step would run")
+    p, ft = cfg["prune"], cfg["finetune"]["epochs"]
+    if p["schedule"] == "iterative" and p["iterative_steps"] > 1 and ft < p["iterative_steps"]:
+        raise ConfigError(f"config key 'prune.iterative_steps': {p['iterative_steps']} rounds share finetune.epochs "
+                          f"({ft}), leaving rounds without fine-tuning; expected iterative_steps <= finetune.epochs")
+    for section in ("train", "finetune"):
+        t = cfg[section]
+        if t["schedule"] == "multistep":
+            late = [m for m in t["milestones"] if m >= 1 and m >= t["epochs"]]
+            if late and t["epochs"] > 0:
+                raise ConfigError(f"config key '{section}.milestones': {late} are not below {section}.epochs "
+                                  f"({t['epochs']}): the learning rate would never drop there")
+
+
+def check_device_available(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("config key 'device': cuda, but torch sees no CUDA GPU on this machine; "
+                              "expected device: auto or cpu")
+
+
+# ------------------------------------------------------------------------------------------- data, sizes
+
+def _data_missing(name: str, root: Path, download: bool) -> str | None:
+    """One line naming the missing files of `name` under `root` (with the fix), or None when complete."""
+    from prunelab import datasets_io as io
+
+    missing = io.missing_files(name, root)
+    if not missing:
+        return None
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    hint = io.missing_files_hint(name, root, download) if hasattr(io, "missing_files_hint") else \
+        f"set dataset.download: true to fetch {name} into {root}"
+    return f"{missing[0]}{more} not found; {hint}".replace("\n", " ")
+
+
+def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, int], int, int, bool]:
+    """(in_shape, classes, train-pool images, has test folder) of an image folder; mistakes named."""
+    from prunelab.datasets_io import IMAGE_EXTENSIONS
+
+    key = "config key 'dataset.data_root'"
+    if not root.is_dir():
+        raise ConfigError(f"{key}: {root} does not exist; expected {root}/train/<class>/<images>")
+    pool = root / "train" if (root / "train").is_dir() else root
+    classes = sorted(p for p in pool.iterdir() if p.is_dir() and p.name != "test")
+    files = {c: [f for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS] for c in classes}
+    empty = [str(c) for c, f in files.items() if not f]
+    if empty:
+        raise ConfigError(f"{key}: class folder {empty[0]} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    if len(classes) < 2:
+        raise ConfigError(f"{key}: {pool} has {len(classes)} class folder(s); expected at least two "
+                          "(<class>/<images>), else top-1 is trivially 100 %")
+    paths = sorted(f for fs in files.values() for f in fs)
+    from PIL import Image
+
+    sizes, modes = {}, set()
+    for p in paths[:MAX_HEADER_SCAN]:
+        try:
+            with Image.open(p) as im:
+                sizes.setdefault(im.size, p)
+                modes.add(im.mode)
+        except Exception as err:
+            raise ConfigError(f"{key}: {p} is not a readable image ({type(err).__name__})") from None
+    if image_size is None and len(sizes) > 1:
+        (s0, p0), (s1, p1) = list(sizes.items())[:2]
+        raise ConfigError(f"{key}: images differ in size ({p0}: {s0[0]}x{s0[1]}, {p1}: {s1[0]}x{s1[1]}); "
+                          "set dataset.image_size to resize them all")
+    w, h = (image_size, image_size) if image_size else next(iter(sizes))
+    c = 1 if modes <= {"1", "L", "LA"} else 3
+    return (c, h, w), len(classes), len(paths), (root / "test").is_dir()
+
+
+def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
+    """(in_shape, classes, train images, val images) the prepared dataset will have; data files checked."""
+    from prunelab.data import TEST_FRACTION
+
+    name, root = ds["name"], Path(ds["data_root"])
+    if name == "imagefolder":
+        in_shape, classes, pool, has_test = _imagefolder(root, ds["image_size"])
+    else:
+        in_shape, classes, pool = DATASET_SHAPES[name]
+        has_test = pool is not None
+        pool = pool or DIGITS_IMAGES
+        if ds["image_size"]:
+            in_shape = (in_shape[0], ds["image_size"], ds["image_size"])
+        if name != "digits" and not ds["download"]:
+            missing = _data_missing(name, root, ds["download"])
+            if missing:
+                raise ConfigError(f"config key 'dataset.download': false, and {name} files are missing: {missing}")
+    if not has_test:
+        pool -= round(pool * TEST_FRACTION)
+    n_val = round(pool * ds["val_fraction"])
+    n_train = pool - n_val
+    if ds["max_train"] is not None:
+        n_train = min(n_train, ds["max_train"])
+    return in_shape, classes, n_train, n_val
+
+
+def check_sizes(cfg: dict, classes: int, n_train: int, n_val: int) -> None:
+    ds, samples = cfg["dataset"], cfg["stats"]["samples"]
+    need_val = max(MIN_VAL_PER_CLASS * classes, MIN_VAL)
+    if n_val < need_val:
+        raise ConfigError(f"config key 'dataset.val_fraction': {ds['val_fraction']} gives {n_val} validation images; "
+                          f"expected at least {need_val} (max(10 x {classes} classes, 100)) to select epochs")
+    if n_train < 2 * classes:
+        raise ConfigError(f"config key 'dataset.max_train': {n_train} training images for {classes} classes; "
+                          "expected at least 2 per class")
+    if samples > n_train:
+        raise ConfigError(f"config key 'stats.samples': {samples} calibration samples, but the train split holds "
+                          f"{n_train} images; expected at most {n_train}")
+    per_class = set(cfg["methods"]) & CLASS_STAT_METHODS
+    if cfg["gradual"]["enabled"]:
+        per_class.add("gradual (frs)")
+    if per_class and samples < MIN_CALIBRATION_PER_CLASS * classes:
+        raise ConfigError(f"config key 'stats.samples': {samples} calibration samples for {classes} classes; "
+                          f"{sorted(per_class)} need per-class statistics: expected at least "
+                          f"{MIN_CALIBRATION_PER_CLASS * classes} ({MIN_CALIBRATION_PER_CLASS} per class)")
+
+
+# --------------------------------------------------------------------------------------------------- models
+
+def _noop_init(*args, **kwargs):
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
+@contextlib.contextmanager
+def _meta_build():
+    """Build modules on the meta device with torch.nn.init skipped (random init on meta imports torch._dynamo:
+    seconds; the values are meaningless there anyway)."""
+    import torch
+    from torch import nn
+
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, _noop_init)
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def check_model_name(key: str, name: str, options: dict) -> None:
+    """Name in the registry (options in the builder's signature) or in torchvision's list."""
+    from prunelab.models import MODELS, TV_PREFIX, model_names
+
+    if name.startswith(TV_PREFIX):
+        import torchvision
+
+        tv = name[len(TV_PREFIX):]
+        if tv not in torchvision.models.list_models(module=torchvision.models):
+            raise ConfigError(f"config key '{key}.name': {tv!r} is not a torchvision classification model; "
+                              "expected a name of torchvision.models.list_models(module=torchvision.models)")
+        bad = sorted({"weights", "num_classes"} & set(options))
+        if bad:
+            raise ConfigError(f"config key '{key}.options': {bad} are set by prunelab (weights=None, classes "
+                              "from the dataset); remove them")
+        return
+    if name not in MODELS:
+        raise ConfigError(f"config key '{key}.name': unknown model {name!r}; expected one of {model_names()} "
+                          f"or '{TV_PREFIX}<torchvision model>'")
+    valid = [p for p in inspect.signature(MODELS[name]).parameters if p not in ("in_shape", "num_classes")]
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ConfigError(f"config key '{key}.options': unknown options {bad} for model {name!r}; "
+                          f"expected some of {valid}")
+
+
+def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
+    """Model name and options, then on the meta-built model: ignore_layers names, structured prunability,
+    prune.round_to against the layers' widths."""
+    from prunelab.models import build_model, classifier_name, prunable_layers
+
+    where, options = f"archs.{key}", arch["options"] or {}
+    check_model_name(where, arch["name"], options)
+    try:
+        with _meta_build():
+            model = build_model({"name": arch["name"], "options": options, "in_shape": list(in_shape),
+                                 "num_classes": classes})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config key '{where}.options': {err}".replace("\n", " ")) from None
+    layers = dict(prunable_layers(model))
+    head = classifier_name(model)
+    for sect in ("prune", "gradual"):
+        if sect == "gradual" and not (cfg["gradual"]["enabled"] and key in _gradual_archs(cfg)):
+            continue
+        bad = [n for n in cfg[sect]["ignore_layers"] if n not in layers]
+        if bad:
+            raise ConfigError(f"config key '{sect}.ignore_layers': {bad} are not prunable layers of arch {key!r}; "
+                              f"expected some of {list(layers)}")
+    if cfg["gradual"]["enabled"] and key in _gradual_archs(cfg):
+        skip = set(cfg["gradual"]["ignore_layers"]) | {head}
+        if not [n for n in layers if n not in skip]:
+            raise ConfigError(f"config key 'gradual.archs': arch {key!r} ({arch['name']}) has no prunable units "
+                              f"besides the classifier {head!r} and gradual.ignore_layers: nothing to prune")
+    ignored = set(cfg["prune"]["ignore_layers"]) | {head}
+    widths = [m.weight.shape[0] for n, m in layers.items() if n not in ignored]
+    if cfg["granularities"].get("structured"):
+        if not widths:
+            raise ConfigError(f"config key '{where}': structured pruning requested (granularities.structured) but "
+                              f"{arch['name']} has no prunable units besides the classifier {head!r} and "
+                              "prune.ignore_layers (an MLP needs a hidden layer)")
+        rt = cfg["prune"]["round_to"]
+        if rt > 1 and rt >= max(widths):
+            raise ConfigError(f"config key 'prune.round_to': {rt} >= the widest prunable layer of arch {key!r} "
+                              f"({max(widths)} units): every layer would keep all its units (achieved ratio 0); "
+                              f"expected round_to below {max(widths)}")
+
+
+def _gradual_archs(cfg: dict) -> list[str]:
+    names = cfg["gradual"]["archs"]
+    return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY_MODELS]

@@ -1,0 +1,252 @@
+"""DAG-time config checks (prunelab.config_checks): each hostile config stops with one line naming the key."""
+from __future__ import annotations
+
+import copy
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO, TINY, snakemake
+from prunelab import config_checks as cc
+from prunelab import datasets_io
+
+SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+BASE = yaml.safe_load(TINY.read_text())
+SHIPPED = [TINY, REPO / "config/config.yaml", *sorted((REPO / "config/experiments").glob("*.yaml"))]
+
+
+def filled(cfg: dict) -> dict:
+    """`cfg` validated by the schema, defaults filled (as common.smk does before check_config)."""
+    cfg = copy.deepcopy(cfg)
+    validate(cfg, schema=SCHEMA, set_default=True)
+    return cfg
+
+
+def changed(*edits) -> dict:
+    """tiny.yaml with (dotted.key, value) edits; value None deletes the key."""
+    cfg = copy.deepcopy(BASE)
+    for key, value in edits:
+        *path, last = key.split(".")
+        node = cfg
+        for k in path:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return cfg
+
+
+def error_of(cfg: dict, files=()) -> str:
+    with pytest.raises(cc.ConfigError) as info:
+        cc.check_config(filled(cfg), list(files))
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def image(path, size=(8, 8), mode="L"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+def image_folder(root, classes=("a", "b"), per_class=130, size=(8, 8)):
+    for c in classes:
+        for i in range(per_class):
+            image(root / "train" / c / f"{i}.png", size)
+    return root
+
+
+def imagefolder_cfg(root, **ds):
+    return changed(("dataset", {"name": "imagefolder", "data_root": str(root), "val_fraction": 0.5, **ds}),
+                   ("stats.samples", 20))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_pass(path, monkeypatch):
+    monkeypatch.setattr(datasets_io, "missing_files", lambda name, root: [])  # CIFAR files are absent here
+    cfg = yaml.safe_load(path.read_text())
+    cfg["dataset"]["download"] = False  # the data lookup runs
+    cc.check_config(filled(cfg), [str(path)], check_device=False)
+
+
+HOSTILE = [  # (edits, key named in the message)
+    ([("archs.cnn.name", "tv:resnet_nope")], "archs.cnn.name"),
+    ([("archs.cnn", {"name": "tv:resnet18", "options": {"weights": "x"}})], "archs.cnn.options"),
+    ([("archs.cnn", {"name": "tv:resnet18", "options": {"no_such": 1}})], "archs.cnn.options"),
+    ([("archs.mlp.options", {"hidden": 3})], "archs.mlp.options"),
+    ([("archs.mlp.options", {"hidden": [0]})], "archs.mlp.options"),
+    ([("archs.cnn.options", {"widths": "a"})], "archs.cnn.options"),
+    ([("archs.cnn.options", {"widths": []})], "archs.cnn.options"),
+    ([("archs.mlp.options", {"hiden": [8]})], "archs.mlp.options"),
+    ([("archs.mlp.options", {"hidden": []})], "archs.mlp"),
+    ([("prune.ignore_layers", ["conv9"])], "prune.ignore_layers"),
+    ([("prune.ignore_layers", ["conv1"])], "prune.ignore_layers"),  # the mlp has no conv1
+    ([("gradual", {"enabled": True, "ignore_layers": ["nope"]})], "gradual.ignore_layers"),
+    ([("gradual", {"enabled": True, "stop_epoch": 8})], "gradual.stop_epoch"),
+    ([("gradual", {"enabled": True, "stop_epoch": 20})], "gradual.stop_epoch"),
+    ([("gradual", {"enabled": True, "interval": 6})], "gradual.stop_epoch"),
+    ([("gradual", {"enabled": True, "archs": ["cnnn"]})], "gradual.archs"),
+    ([("gradual", {"enabled": True}), ("archs", {"mlp": {"name": "mlp"}})], "gradual.enabled"),
+    ([("gradual", {"enabled": True, "archs": ["mlp"], "ratios": [0.5]}), ("archs.mlp.options", {"hidden": []}),
+      ("granularities", {"unstructured": [0.5]})], "gradual.archs"),
+    ([("gradual", {"enabled": True}), ("granularities", {"unstructured": [0.5]})], "gradual.ratios"),
+    ([("gradual", {"enabled": True, "ratios": [0.001]})], "gradual.ratios"),
+    ([("prune", {"schedule": "iterative", "iterative_steps": 5})], "prune.iterative_steps"),
+    ([("prune", {"schedule": "iterative", "iterative_steps": 3}), ("finetune.epochs", 0)], "prune.iterative_steps"),
+    ([("granularities.unstructured", [0.001])], "granularities.unstructured"),
+    ([("granularities.structured", [0.999])], "granularities.structured"),
+    ([("granularities.unstructured", [0.5, 0.503])], "granularities.unstructured"),
+    ([("granularities.structured", [0.503])], "granularities.structured"),
+    ([("scratch", {"enabled": True, "ratios": [0.25, 0.251]})], "scratch.ratios"),
+    ([("space", {"enabled": True, "regimes": [0.5, 0.501]})], "space.regimes"),
+    ([("space", {"enabled": True, "regimes": [0.004]})], "space.regimes"),
+    ([("regimes", ["standard", "pat"]), ("regularizer.archs", ["cnnn"])], "regularizer.archs"),
+    ([("regimes", ["standard", "pat"]), ("regularizer.methods", ["taylor"])], "regularizer.methods"),
+    ([("regimes", ["standard", "pat"]), ("regularizer.methods", [])], "regularizer.methods"),
+    ([("scratch", {"enabled": True, "methods": ["taylor"]})], "scratch.methods"),
+    ([("scratch", {"enabled": True, "methods": []})], "scratch.methods"),
+    ([("scratch", {"enabled": True}), ("granularities", {"unstructured": [0.5]})], "scratch.ratios"),
+    ([("space", {"enabled": True, "archs": ["nope"]})], "space.archs"),
+    ([("granularities", {})], "granularities"),
+    ([("granularities", {"unstructured": [], "structured": []})], "granularities"),
+    ([("methods", {"frs": {}}), ("granularities", {"unstructured": [0.5]})], "methods.frs"),
+    ([("prune.round_to", 1000)], "prune.round_to"),
+    ([("prune.round_to", 16)], "prune.round_to"),  # widest prunable layer: 32 (mlp), 16 (cnn)
+    ([("stats.samples", 5000)], "stats.samples"),
+    ([("stats.samples", 301)], "stats.samples"),  # max_train 300
+    ([("stats.samples", 10)], "stats.samples"),  # screening: 2 per class
+    ([("dataset.val_fraction", 0.01)], "dataset.val_fraction"),
+    ([("dataset.max_train", 10)], "dataset.max_train"),
+    ([("train", {"epochs": 8, "schedule": "multistep", "milestones": [4, 8]})], "train.milestones"),
+    ([("experiment", "..")], "experiment"),
+    ([("experiment", ".hidden")], "experiment"),
+    ([("experiment", "-x")], "experiment"),
+]
+
+
+@pytest.mark.parametrize("edits,key", HOSTILE, ids=[f"{k}-{i}" for i, (_, k) in enumerate(HOSTILE)])
+def test_hostile_config_names_its_key(edits, key):
+    cfg = changed(*edits)
+    if key == "experiment":  # the schema's pattern refuses these too; the check itself is tested here
+        with pytest.raises(cc.ConfigError, match="config key 'experiment'"):
+            cc.check_experiment(cfg["experiment"])
+        return
+    assert f"config key '{key}" in error_of(cfg)
+
+
+def test_cuda_without_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "config key 'device'" in error_of(changed(("device", "cuda")))
+    cc.check_config(filled(changed(("device", "cuda"))), check_device=False)  # cluster: nodes have the GPUs
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn"])
+def test_missing_data_files_with_download_off(name, tmp_path):
+    cfg = changed(("dataset", {"name": name, "data_root": str(tmp_path), "download": False}), ("stats.samples", 512))
+    msg = error_of(cfg)
+    assert "config key 'dataset.download'" in msg and str(tmp_path) in msg
+    cfg["dataset"]["download"] = True  # the job fetches them
+    cc.check_config(filled(cfg))
+
+
+def test_missing_fashion_mnist_goes_through_the_data_lookup(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(datasets_io, "missing_files", lambda name, root: seen.append(name) or [f"{root}/x"])
+    msg = error_of(changed(("dataset", {"name": "fashion_mnist", "data_root": str(tmp_path)})))
+    assert seen == ["fashion_mnist"] and "config key 'dataset.download'" in msg
+
+
+def test_imagefolder_good_then_one_class_mixed_corrupt(tmp_path):
+    root = image_folder(tmp_path / "imgs")
+    cc.check_config(filled(imagefolder_cfg(root)))
+    one = image_folder(tmp_path / "one", classes=("a",), per_class=2)
+    assert "at least two" in error_of(imagefolder_cfg(one))
+    image(root / "train" / "b" / "big.png", size=(9, 8))
+    assert "differ in size" in error_of(imagefolder_cfg(root))
+    cc.check_config(filled(imagefolder_cfg(root, image_size=8)))  # resized: fine
+    (root / "train" / "a" / "bad.png").write_bytes(b"not a png")
+    msg = error_of(imagefolder_cfg(root, image_size=8))
+    assert "config key 'dataset.data_root'" in msg and "bad.png" in msg
+    assert "does not exist" in error_of(imagefolder_cfg(tmp_path / "nowhere"))
+    (root / "train" / "empty").mkdir()
+    assert "holds no images" in error_of(imagefolder_cfg(root))
+
+
+def test_read_imagefolder_names_the_file(tmp_path):
+    """At run time (prepare_data): a truncated image or a single class stops with one line naming it."""
+    root = image_folder(tmp_path / "imgs", per_class=3, size=(16, 16))
+    bad = root / "train" / "a" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:150])  # header intact, pixels cut
+    with pytest.raises(ValueError, match=r"1\.png is corrupt") as info:
+        datasets_io.read_imagefolder(root, None)
+    assert "\n" not in str(info.value)
+    (root / "train" / "a" / "2.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"2\.png is not a readable image"):
+        datasets_io.read_imagefolder(root, None)
+    with pytest.raises(ValueError, match="one class folder"):
+        datasets_io.read_imagefolder(image_folder(tmp_path / "one", classes=("a",), per_class=2), None)
+
+
+def test_duplicate_yaml_keys(tmp_path):
+    text = TINY.read_text()
+    top = tmp_path / "top.yaml"
+    top.write_text(text + "seeds: [1]\n")
+    msg = error_of(BASE, [top])
+    assert str(top) in msg and "'seeds' appears twice" in msg
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(text.replace("train: {epochs: 8,", "train: {epochs: 8, epochs: 9,"))
+    assert "'epochs' appears twice" in error_of(BASE, [nested])
+    cc.check_config(filled(BASE), [str(TINY)])
+
+
+def test_method_variants_and_names_in_sections():
+    """A method option given as a list (variants) passes; sections may name a method or one of its variants."""
+    pytest.importorskip("prunelab.methods.variants")
+    cfg = changed(("methods", {"magnitude": {}, "screening": {"lambda": [0, 0.5]}}),
+                  ("regimes", ["standard", "pat"]), ("regularizer.methods", ["screening"]),
+                  ("scratch", {"enabled": True, "methods": ["screening-lambda0.5"]}))
+    cc.check_config(filled(cfg))
+
+
+def test_ratio_bounds_are_the_paths_bounds():
+    """Every accepted ratio survives the two-decimal path format exactly (brute force over a grid)."""
+    base = filled(BASE)
+    for r in np.round(np.arange(0.001, 1.0, 0.0005), 4).tolist():
+        cfg = {**base, "granularities": {"unstructured": [r]}}
+        try:
+            cc.check_ratios(cfg)
+        except cc.ConfigError:
+            assert f"{r:.2f}" in ("0.00", "1.00") or round(r, 2) != r
+        else:
+            assert 0 < float(f"{r:.2f}") < 1 and float(f"{r:.2f}") == r
+
+
+# ------------------------------------------------------------------------------------ end to end (dry run)
+
+@pytest.mark.parametrize("edits,key", [
+    ([("prune.round_to", 1000)], "prune.round_to"),
+    ([("gradual", {"enabled": True, "stop_epoch": 8})], "gradual.stop_epoch"),
+])
+def test_dry_run_stops_before_any_job_with_one_line(workdir, edits, key):
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(changed(*edits)))
+    proc = snakemake(workdir, "--configfile", "bad.yaml", "-n", check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stdout.splitlines() if f"config key '{key}'" in ln]
+    assert len(lines) == 1, proc.stdout[-3000:]
+    assert "rule " not in proc.stdout and "Job stats" not in proc.stdout
+    assert not (workdir / "results").exists()
+
+
+def test_dry_run_refuses_duplicate_keys(workdir):
+    (workdir / "dup.yaml").write_text(TINY.read_text() + "experiment: other\n")
+    proc = snakemake(workdir, "--configfile", "dup.yaml", "-n", check=False)
+    assert proc.returncode != 0 and "'experiment' appears twice" in proc.stdout, proc.stdout[-3000:]
