@@ -6,6 +6,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from prunelab.config_checks import ConfigError, check_config
+
 
 def allowed_keys(error):
     """For an unknown key: ' (expected one of: ...)' listing the keys the schema allows there."""
@@ -51,6 +53,10 @@ def canonical(obj):
 
 
 validate_config(config, "../schemas/config.schema.yaml")
+try:  # what the schema cannot say (names, files, sizes, schedule): one line, before any job
+    check_config(config, list(workflow.configfiles), check_device=workflow.local_exec)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
 _canonical_config = canonical(config)
 config.clear()
 config.update(_canonical_config)
