@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 # Runs a workflow script as Snakemake's `script:` does (a fresh interpreter, a global `snakemake` object).
@@ -67,3 +69,57 @@ def test_failure_line_is_one_line():
     assert failure_line(ValueError("a\n  b\tc ")) == "ERROR ValueError: a b c"
     assert failure_line(KeyError("k")) == "ERROR KeyError: 'k'"
     assert failure_line(MemoryError()) == "ERROR MemoryError"
+
+
+def test_training_logs_epoch_progress_and_time_left(data, caplog):
+    import re
+
+    import torch
+
+    from prunelab.models import build_model
+    from prunelab.pipeline import architecture_for
+    from prunelab.train import train_model
+
+    torch.manual_seed(0)
+    model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))
+    cfg = {"epochs": 3, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "schedule": "cosine",
+           "augment": False, "select": "last"}
+    with caplog.at_level("INFO", logger="prunelab"):
+        result = train_model(model, data, cfg, torch.device("cpu"), 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "prunelab.train"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    pattern = re.compile(r"epoch (\d)/3: ([\d.]+) s/epoch, ([\d.]+) s left; loss ([\d.]+), train top-1 [\d.]+ %, "
+                         r"val top-1 ([\d.]+) %")
+    for line, rec in zip(lines, result.history):
+        m = pattern.match(line)
+        assert m, line
+        k, per_epoch, left = int(m[1]), float(m[2]), float(m[3])
+        assert k == rec["epoch"] and float(m[4]) == round(rec["loss_train"], 4)
+        assert float(m[5]) == round(rec["top1_val"], 2)
+        assert left == pytest.approx(per_epoch * (3 - k), abs=0.06)
+    assert " s/epoch, 0.0 s left; " in lines[-1]
+
+
+@pytest.mark.parametrize("seconds, text", [(0.04, "0.0 s"), (59.94, "59.9 s"), (61, "1 min 01 s"),
+                                           (3599, "59 min 59 s"), (3600, "1 h 00 min"), (7 * 3600 + 125, "7 h 02 min")])
+def test_format_seconds(seconds, text):
+    from prunelab.train import format_seconds
+
+    assert format_seconds(seconds) == text
+
+
+def test_statistics_pass_logs_what_it_computed(data, caplog):
+    import torch
+
+    from prunelab.models import build_model
+    from prunelab.pipeline import architecture_for, collect_baseline_statistics
+
+    model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))
+    with caplog.at_level("INFO", logger="prunelab"):
+        stats = collect_baseline_statistics(model, data, ["screening"], {"screening": {}},
+                                            {"samples": 1000, "batch_size": 32}, 0, torch.device("cpu"))
+    last = caplog.records[-1].getMessage()
+    n = len(data["train"]["y"])  # fewer than the 1000 requested
+    assert last.startswith(f"computed {sorted(stats['needs'])} for {len(stats['layers'])} layers on {n} samples in ")
+    assert last.endswith(" s") and stats["needs"]
+    assert f"on {n} calibration samples (of 1000 requested)" in caplog.records[-2].getMessage()

@@ -22,6 +22,8 @@ from prunelab.records import config_hash, empty_record, git_commit, source_hash
 from prunelab.tracking import LiveRun, job_id, write_run_file
 
 log = logging.getLogger("prunelab")
+# The per-epoch keys prunelab.train.train_model logs itself.
+EPOCH_KEYS = ("epoch", "lr", "loss_train", "top1_train", "top1_val", "loss_val")
 
 
 def setup_logging(log_file: str | Path | None) -> None:
@@ -157,8 +159,9 @@ class Job:
     def on_epoch(self, record: dict) -> None:
         """Per-epoch callback for training loops: kept for run.json, sent to MLflow in live mode."""
         self.history.append(record)
-        log.info("epoch %s: %s", record.get("epoch"), {k: round(v, 4) for k, v in record.items()
-                                                       if isinstance(v, float)})
+        extra = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k not in EPOCH_KEYS}
+        if extra:  # train_model logs the standard keys; loops that add their own (gradual pruning) are logged here
+            log.info("epoch %s: %s", record.get("epoch"), extra)
         if self.live is not None:
             self.live.log_epoch(record)
 

@@ -6,6 +6,7 @@ The Snakemake scripts only read files, call these and write files; a notebook ca
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from torch import nn
@@ -98,6 +99,11 @@ def collect_baseline_statistics(model: nn.Module, data: dict, methods: list[str]
     needs = required_statistics(methods, {m: method_configs.get(m) or {} for m in methods})
     x, y = calibration_subset(data, stats_cfg["samples"], seed)
     frs = method_configs.get("frs") or {}
-    log.info("collecting %s on %d calibration samples", sorted(needs), len(x))
-    return collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device,
-                              lrp_alpha=frs.get("alpha", 2.0), lrp_beta=frs.get("beta", 1.0))
+    log.info("collecting %s on %d calibration samples (of %d requested) for methods %s", sorted(needs), len(x),
+             stats_cfg["samples"], list(methods))
+    t0 = time.perf_counter()
+    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device,
+                               lrp_alpha=frs.get("alpha", 2.0), lrp_beta=frs.get("beta", 1.0))
+    log.info("computed %s for %d layers on %d samples in %.2f s", sorted(needs), len(stats["layers"]), len(x),
+             time.perf_counter() - t0)
+    return stats

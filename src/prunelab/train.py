@@ -7,6 +7,7 @@ every epoch (the validation split selects the epoch; the test split is never rea
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 import time
@@ -18,6 +19,8 @@ import torch
 from torch import nn
 
 from prunelab.data import augment_batch, normalize
+
+log = logging.getLogger("prunelab.train")
 from prunelab.metrics import evaluate
 from prunelab.models import place
 
@@ -167,6 +170,7 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss_train": loss_sum / seen,
                   "top1_train": 100.0 * correct / seen, "top1_val": val["top1"], "loss_val": val["loss"]}
         result.history.append(record)
+        log_epoch(record, epochs, time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(record)
         if val["top1"] > best_val:
@@ -178,3 +182,22 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
     result.best_top1_val = best_val
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for logs: '12.3 s', '4 min 05 s', '2 h 07 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min {int(seconds % 60):02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def log_epoch(record: dict, epochs: int, elapsed_s: float) -> None:
+    """One progress line per epoch: 'epoch k/N', seconds per epoch (mean so far), time left, losses, top-1."""
+    k = record["epoch"]
+    per_epoch = elapsed_s / k
+    log.info("epoch %d/%d: %.2f s/epoch, %s left; loss %.4f, train top-1 %.2f %%, val top-1 %.2f %%, lr %.4g",
+             k, epochs, per_epoch, format_seconds(per_epoch * (epochs - k)), record["loss_train"],
+             record["top1_train"], record["top1_val"], record["lr"])
