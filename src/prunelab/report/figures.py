@@ -112,31 +112,42 @@ def recovery(sel: pd.DataFrame):
     return fig
 
 
-def speedups(sel: pd.DataFrame):
-    """Measured (latency) vs theoretical (MACs) speedup of structured models, y = x line."""
-    d = sel[(sel["gran"] == "structured") & _finite(sel["latency_speedup"], sel["speedup_theoretical"])] \
-        if not sel.empty else sel
+def speedups(summary: pd.DataFrame):
+    """Measured (latency) vs theoretical (MACs) speedup: median over seeds with its spread (IQR of per-round ratios)
+    as a bar, hollow where the spread exceeds the effect |speedup − 1|; panel per arch × granularity, y = x line."""
+    d = summary[_finite(summary["speedup_measured_median"], summary["speedup_theoretical_mean"])] \
+        if not summary.empty else summary
     if d.empty:
-        return "no structured model with both measured and theoretical speedup"
+        return "no model with both measured and theoretical speedup"
+    grans = _grans(d["granularity"])
     archs = list(dict.fromkeys(zip(d["dataset"], d["arch"])))
-    fig, axes = new_figure(1, len(archs))
-    for j, (ds, arch) in enumerate(archs):
-        ax, p = axes[0, j], d[(d["dataset"] == ds) & (d["arch"] == arch)]
-        for lab, st in _methods(p, "label"):
-            q = p[p["label"] == lab]
-            scatter(ax, q["speedup_theoretical"], q["latency_speedup"], st, lab)
-        hi = float(max(p["speedup_theoretical"].max(), p["latency_speedup"].max(), 1.0))
-        lo = float(min(p["speedup_theoretical"].min(), p["latency_speedup"].min(), 1.0))
-        ax.plot([lo, hi], [lo, hi], color=BASELINE_COLOR, ls=":", lw=1, label="y = x")
-        if hi / lo > 10:
-            logx(ax)
-            ax.set_yscale("log")
-        ax.set_title(f"{arch} · {ds}", fontsize="medium")
-        ax.set_xlabel("theoretical speedup (MACs ratio, ×)")
-        ax.set_ylabel("measured speedup (latency ratio, ×)")
-        ax.grid(alpha=0.3)
-    devices = sorted(str(v) for v in pd.unique(d["device"]) if isinstance(v, str)) if "device" in d else []
-    finish_figure(fig, axes, "Measured vs theoretical speedup, structured" + (f" ({', '.join(devices)})" if devices else ""))
+    fig, axes = new_figure(len(archs), len(grans))
+    for i, (ds, arch) in enumerate(archs):
+        for j, gran in enumerate(grans):
+            ax, p = axes[i, j], d[(d["dataset"] == ds) & (d["arch"] == arch) & (d["granularity"] == gran)]
+            if p.empty:
+                ax.set_axis_off()
+                continue
+            for lab, st in _methods(p):
+                q = p[p["method"] == lab]
+                sty = method_style(st, lab)
+                for noisy, part in q.groupby("speedup_measured_noisy"):
+                    ax.errorbar(part["speedup_theoretical_mean"], part["speedup_measured_median"],
+                                yerr=np.nan_to_num(part["speedup_measured_spread"].to_numpy(float)) / 2, capsize=2,
+                                ls="none", marker=sty["marker"], color=sty["color"], ms=5,
+                                mfc="none" if noisy else sty["color"], label=lab)
+            hi = float(max(p["speedup_theoretical_mean"].max(), p["speedup_measured_median"].max(), 1.0))
+            lo = float(min(p["speedup_theoretical_mean"].min(), p["speedup_measured_median"].min(), 1.0))
+            ax.plot([lo, hi], [lo, hi], color=BASELINE_COLOR, ls=":", lw=1, label="y = x")
+            if hi / lo > 10:
+                logx(ax)
+                ax.set_yscale("log")
+            ax.set_title(f"{arch} · {ds} · {gran}", fontsize="medium")
+            ax.set_xlabel("theoretical speedup (MACs ratio, ×)")
+            ax.set_ylabel("measured speedup (latency ratio, ×)")
+            ax.grid(alpha=0.3)
+    finish_figure(fig, axes, "Measured vs theoretical speedup\nmedian over seeds; bar: IQR of per-round ratios\n"
+                             "hollow: spread > effect |speedup − 1|")
     return fig
 
 
