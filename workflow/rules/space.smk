@@ -58,7 +58,6 @@ rule pruning_space:
         # what a sample uses (not the regime list or sample count, which only pick jobs)
         space={k: SPACE[k] for k in ("init", "epochs", "seed")},
         train={k: v for k, v in SPACE_RECIPE.items() if k != "epochs"},
-        latency=config["latency"],
     script:
         "../../scripts/space_sample.py"
 
