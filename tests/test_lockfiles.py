@@ -175,3 +175,9 @@ def test_rule_conda_env_installs_the_lock_and_the_project():
     assert (REPO / "workflow/envs" / "../../requirements.lock").resolve() == REPO / "requirements.lock"
     deploy = (REPO / "workflow/envs/prunelab.post-deploy.sh").read_text()
     assert "pip install --no-deps -e" in deploy
+
+
+def test_uv_is_pinned_once_in_the_makefile():
+    makefile, ci = (REPO / "Makefile").read_text(), (REPO / ".ci" / "run").read_text()
+    assert len(re.findall(r"^UV_VERSION := \d+\.\d+\.\d+$", makefile, re.M)) == 1
+    assert "make uv" in ci and not re.search(r"uv==|pip install[^\n]* uv", ci), ".ci/run must use the Makefile's pin"
