@@ -53,7 +53,8 @@ def runs_by_job(uri: str, experiment: str = EXP) -> dict[str, list]:
 
 
 def assert_one_tagged_nested_run_per_job(uri: str, results: Path, history: bool = True) -> dict[str, object]:
-    """Every finished job has exactly one MLflow run: FINISHED, named rule[wildcards], tagged with git_commit,
+    """Every finished job has exactly one MLflow run: FINISHED, named rule[wildcards], tagged with its git commit
+    (mlflow.source.git.commit) and source name,
     config_hash and its wildcards (values from its metrics.json/run.json), nested under its baseline's run,
     final metrics equal to metrics.json and, for training jobs, one metric point per epoch."""
     from mlflow.tracking import MlflowClient
@@ -74,7 +75,9 @@ def assert_one_tagged_nested_run_per_job(uri: str, results: Path, history: bool 
         tags = run.data.tags
         assert run.info.status == "FINISHED", (jid, run.info.status)
         assert run.info.run_name == meta["run_name"]
-        assert tags["git_commit"] == str(metrics["git_commit"]) and tags["git_commit"] not in ("", "None")
+        assert tags["mlflow.source.git.commit"] == str(metrics["git_commit"]).removesuffix("-dirty")
+        assert tags["mlflow.source.name"].startswith(("scripts/", "workflow/Snakefile"))
+        assert not any(k.startswith("wildcard.") for k in tags)  # each wildcard tagged once, under its own name
         assert tags["config_hash"] == str(metrics["config_hash"]) and tags["config_hash"] not in ("", "None")
         assert meta["wildcards"] and set(meta["wildcards"]) <= set(WILDCARDS)
         for k, v in meta["wildcards"].items():

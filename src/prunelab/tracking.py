@@ -96,18 +96,54 @@ def _numeric(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _log_job(client, exp_id: str, job_dir: Path, parent_run: str | None, commit_tags: bool = True) -> str:
-    """Log one finished job (run.json + metrics.json + checkpoint) as an MLflow run; returns the run id."""
-    from mlflow.entities import Metric, Param, RunTag
+REPO = Path(__file__).resolve().parents[2]
+
+
+def source_tags(rule: str, metrics: dict) -> dict[str, str]:
+    """MLflow's standard source tags: mlflow.source.git.commit (the commit metrics.json records, '-dirty' dropped
+    and flagged in prunelab.git_dirty), mlflow.source.name (the rule's script, repository-relative) and type."""
+    script = Path("scripts") / f"{rule}.py"
+    tags = {"mlflow.source.name": str(script) if (REPO / script).is_file() else f"workflow/Snakefile (rule {rule})",
+            "mlflow.source.type": "JOB"}
+    commit = metrics.get("git_commit")
+    if commit not in (None, "", "unknown"):
+        tags["mlflow.source.git.commit"] = str(commit).removesuffix("-dirty")
+        if str(commit).endswith("-dirty"):
+            tags["prunelab.git_dirty"] = "true"
+    return tags
+
+
+def file_digest(path: Path) -> str:
+    """16-hex sha256 of a file's bytes (the digest of the prepared dataset logged as a run input)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def log_dataset(client, run_id: str, data_file: Path, name: str, digest: str) -> None:
+    """The prepared dataset file as the run's training input (mlflow.log_input convention: name, digest, source)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    ds = Dataset(name=name, digest=digest, source_type="local", source=Path(data_file).resolve().as_uri(),
+                 profile=json.dumps({"num_bytes": Path(data_file).stat().st_size}))
+    client.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def _log_job(client, exp_id: str, job_dir: Path, parent_run: str | None, data: tuple | None = None) -> str:
+    """Log one finished job (run.json + metrics.json + checkpoint) as an MLflow run; returns the run id.
+
+    data: (prepared dataset file, its digest), logged as the run's input on baseline runs."""
+    from mlflow.entities import Metric, Param
 
     run = load_json(job_dir / "run.json")
     metrics_path = job_dir / "metrics.json"
     metrics = load_json(metrics_path)
     tags = {TAG_JOB: run["job_id"], TAG_HASH: _metrics_hash(metrics_path), "mlflow.runName": run["run_name"],
-            "prunelab.rule": run["rule"], "git_commit": str(metrics.get("git_commit")),
-            "config_hash": str(metrics.get("config_hash")), "stage": str(metrics.get("stage"))}
-    tags.update({f"wildcard.{k}": v for k, v in run["wildcards"].items()})
-    tags.update({k: v for k, v in run["wildcards"].items()})
+            "prunelab.rule": run["rule"], "config_hash": str(metrics.get("config_hash")),
+            "stage": str(metrics.get("stage")), **source_tags(run["rule"], metrics)}
+    tags.update({k: v for k, v in run["wildcards"].items()})  # each wildcard once, under its own name
     if parent_run:
         tags["mlflow.parentRunId"] = parent_run
     created = client.create_run(exp_id, tags=tags, run_name=run["run_name"])
@@ -121,6 +157,8 @@ def _log_job(client, exp_id: str, job_dir: Path, parent_run: str | None, commit_
     allm = series + final
     for i in range(0, len(allm), 1000):
         client.log_batch(rid, metrics=allm[i:i + 1000])
+    if data is not None and metrics.get("stage") == "baseline":
+        log_dataset(client, rid, data[0], str(metrics.get("dataset")), data[1])
     client.log_artifact(rid, str(metrics_path))
     if (job_dir / "model.pt").exists():
         client.log_artifact(rid, str(job_dir / "model.pt"))
@@ -152,6 +190,18 @@ def sync_results(results_dir: str | Path, uri: str, experiment: str) -> dict[str
     job_dirs = sorted(p.parent for p in Path(results_dir).rglob("run.json") if (p.parent / "metrics.json").exists())
     runs = {d: load_json(d / "run.json") for d in job_dirs}
     counts = {"logged": 0, "skipped": 0, "replaced": 0}
+    digests: dict[Path, str] = {}
+
+    def data_of(d: Path):
+        """(prepared dataset file, digest) of a baseline job: results/<exp>/data/<dataset>.pt, if present."""
+        name = load_json(d / "metrics.json").get("dataset")
+        f = Path(results_dir) / "data" / f"{name}.pt"
+        if name is None or not f.is_file():
+            return None
+        if f not in digests:
+            digests[f] = file_digest(f)
+        return f, digests[f]
+
     # parents first: jobs without a parent, then the rest
     for d in sorted(job_dirs, key=lambda d: runs[d].get("parent_job") is not None):
         jid = runs[d]["job_id"]
@@ -165,9 +215,12 @@ def sync_results(results_dir: str | Path, uri: str, experiment: str) -> dict[str
             counts["replaced"] += 1
         parent = runs[d].get("parent_job")
         parent_run = existing.get(parent, (None,))[0] if parent else None
-        existing[jid] = (_log_job(client, exp_id, d, parent_run), digest)
+        data = data_of(d) if parent is None else None  # baselines: the prepared dataset is their input
+        existing[jid] = (_log_job(client, exp_id, d, parent_run, data), digest)
         (d / UNSYNCED).unlink(missing_ok=True)
         counts["logged"] += 1
+    log.info("MLflow sync to %s: %d runs logged (%d of them replacing a stale run), %d skipped (already logged "
+             "with the same metrics)", uri, counts["logged"], counts["replaced"], counts["skipped"])
     return counts
 
 
@@ -176,7 +229,7 @@ class LiveRun:
 
     def __init__(self, uri: str, experiment: str, out_dir: str | Path, rule: str, wildcards: dict,
                  params: dict, parent: str | None):
-        self.out_dir, self.ok, self.client, self.rid = Path(out_dir), True, None, None
+        self.out_dir, self.ok, self.client, self.rid, self.rule = Path(out_dir), True, None, None, rule
         try:
             from mlflow.tracking import MlflowClient
 
@@ -185,7 +238,8 @@ class LiveRun:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 raise RuntimeError(f"MLflow experiment {experiment!r} does not exist at {uri} (created on start)")
-            tags = {TAG_JOB: job_id(rule, wildcards), "prunelab.rule": rule, **{k: str(v) for k, v in wildcards.items()}}
+            tags = {TAG_JOB: job_id(rule, wildcards), "prunelab.rule": rule, **{k: str(v) for k, v in wildcards.items()},
+                    **source_tags(rule, {})}
             if parent:
                 found = self.client.search_runs([exp.experiment_id], f"tags.`{TAG_JOB}` = '{parent}'", max_results=1)
                 if found:
@@ -228,9 +282,9 @@ class LiveRun:
                 metrics = load_json(metrics_path)
                 self.client.log_batch(self.rid, metrics=[Metric(k, v, 0, 0) for k, v in _numeric(metrics).items()],
                                       tags=[RunTag(TAG_HASH, _metrics_hash(metrics_path)),
-                                            RunTag("git_commit", str(metrics.get("git_commit"))),
                                             RunTag("config_hash", str(metrics.get("config_hash"))),
-                                            RunTag("stage", str(metrics.get("stage")))])
+                                            RunTag("stage", str(metrics.get("stage")))]
+                                      + [RunTag(k, v) for k, v in source_tags(self.rule, metrics).items()])
                 self.client.log_artifact(self.rid, str(metrics_path))
                 if (self.out_dir / "model.pt").exists():
                     self.client.log_artifact(self.rid, str(self.out_dir / "model.pt"))
