@@ -195,9 +195,10 @@ def fisher_by_hand(net, x, y, names):
     return {n: f.detach() / len(x) for n, f in zip(names, fisher)}
 
 
-@pytest.mark.parametrize("chunk", [1 << 24, 50])           # one chunk, and one sample per chunk
-def test_obd_is_half_fisher_times_squared_weight_by_per_sample_autograd(monkeypatch, chunk):
-    monkeypatch.setattr(stats_extra, "CHUNK_ELEMENTS", chunk)
+@pytest.mark.parametrize("chunk,shifted", [(1 << 24, 8), (50, 8), (1 << 24, 1)])   # im2col: one chunk, one sample
+def test_obd_is_half_fisher_times_squared_weight_by_per_sample_autograd(monkeypatch, chunk, shifted):
+    monkeypatch.setattr(stats_extra, "CHUNK_ELEMENTS", chunk)             # per chunk; conv2 by shifted views
+    monkeypatch.setattr(stats_extra, "SHIFTED_MIN_CHANNELS", shifted)
     net, (x, y) = convnet(), data()
     names = ["conv1", "conv2", "fc1", "fc2"]
     s = score_model(net, collect_statistics(net, x, y, {"fisher"}, 3, 4, "cpu"), "obd")["layers"]

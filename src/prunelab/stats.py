@@ -19,7 +19,8 @@ I input units: Linear in_features, Conv2d in_channels):
   "layers": {layer_name: {
       "type": "Linear" | "Conv2d", "weight_shape": list[int], "count": K (= class_count),
       "act_source": name of the module whose output is the unit activation: the layer's output after
-                    the BatchNorm and nonlinearity that directly follow it, else the layer itself,
+                    the BatchNorm and nonlinearity that directly follow it, else the layer itself (with
+                    any statistic but input_sqnorm and fisher, which do not need it),
       "act_sum", "act_sqsum": K×U      activations: Σ z, Σ z² per class (conv: z = mean over H×W)
       "in_sum", "in_sqsum": K×I        input_activations: same for the layer's input units
       "contrib_positions": float       N × output positions (the denominator of E[r])
@@ -262,7 +263,8 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     frozen = [m.weight for _, m in layers if not m.weight.requires_grad] if needs & {"taylor", "fisher"} else []
     for w in frozen:                                   # taylor / fisher differentiate through every prunable weight
         w.requires_grad_(True)
-    sources, aliases = _probe(model, x_float[:2].to(device, dtype), layers) if hooked else ({}, {})
+    probe = hooked - {"input_sqnorm", "fisher"}       # (these two read only the layers' own inputs and outputs)
+    sources, aliases = _probe(model, x_float[:2].to(device, dtype), layers) if probe else ({}, {})
     collector = Collector(model, layers, sources, aliases, hooked, num_classes, acc_device,
                           _contributions(layers, hooked)) if hooked else None
     correct = torch.zeros(num_classes, dtype=torch.float64)
@@ -296,8 +298,9 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     results = collector.results() if collector is not None else {}
     for name, _ in layers:
         entry = stats["layers"][name]
-        if collector is not None:
+        if name in sources:
             entry["act_source"] = sources[name][0]
+        if collector is not None:
             entry.update({k: v.cpu() if torch.is_tensor(v) else v for k, v in results[name].items()})
         if name in relevance:
             entry["relevance_sum"] = relevance[name].cpu()

@@ -309,7 +309,7 @@ class Collector:
             else:
                 a = inp[0].detach()
                 if self.want_sqnorm:
-                    input_sqnorm(a, self.weights.view((name, "sqnorm")), name)
+                    input_sqnorm(a, self.weights.view((name, "sqnorm")), name, self.scratch)
                 if self.fisher:
                     self.io[name] = (a, out, out._version)
                 if self.want_in and self.in_key[name][0] == "in":

@@ -11,8 +11,10 @@ collector adds to its float64 sums.
   gradient g = ∂L/∂z at the layer output (L = Σ_x L_x; in eval mode sample x's rows of g are ∂L_x/∂z_x).
   Linear: ∂L_x/∂w_ji = g_xj a_xi, so Σ_x (∂L_x/∂w)² = (g²)ᵀ(a²), one product of the weight-gradient's size.
   Conv2d: ∂L_x/∂w = Σ_p g_x(p) a_x(p)ᵀ does not separate over positions p, so the per-sample gradients are
-  formed (bmm of g with the unfolded input, samples in chunks of bounded memory), squared and summed: the same
-  multiply-adds as the weight gradient, kept per sample.
+  formed, squared and summed: the multiply-adds of the weight gradient, kept per sample. Stride-1 convs with
+  ≥ SHIFTED_MIN_CHANNELS inputs: one bmm per kernel offset on a shifted view of the padded input (no im2col,
+  1.5–3× the weight gradient's time on CPU); others: bmm of g with the unfolded input, in chunks of bounded
+  memory (2–5×).
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 
 CHUNK_ELEMENTS = 1 << 24          # per-sample gradient / unfolded input elements per chunk (64 MiB in float32)
+SHIFTED_MIN_CHANNELS = 8          # stride-1 convs with this many input channels or more: shifted views, no im2col
 
 
-def input_sqnorm(a: torch.Tensor, out: torch.Tensor, name: str) -> None:
-    """out (I) ← Σ over samples and positions of a², a: B×I or B×C×H×W."""
+def input_sqnorm(a: torch.Tensor, out: torch.Tensor, name: str, scratch=None) -> None:
+    """out (I) ← Σ over samples and positions of a², a: B×I or B×C×H×W; scratch: a prunelab.stats_accumulate
+    Scratch for a² (a² then a plain sum is 3–5× faster on CPU than linalg.vector_norm's strided reduction)."""
     if a.dim() not in (2, 4) or a.shape[1] != out.shape[0]:
         raise ValueError(f"input_sqnorm: layer '{name}' input has shape {tuple(a.shape)}, expected B×{out.shape[0]} "
                          f"or B×{out.shape[0]}×H×W")
-    torch.linalg.vector_norm(a, 2, dim=(0,) if a.dim() == 2 else (0, 2, 3), out=out)
-    out.square_()
+    sq = torch.square(a) if scratch is None else torch.square(a, out=scratch.like(a))
+    torch.sum(sq, (0,) if a.dim() == 2 else (0, 2, 3), out=out)
 
 
 def rank_sum(t: torch.Tensor, out: torch.Tensor, name: str) -> None:
@@ -44,6 +48,27 @@ def rank_sum(t: torch.Tensor, out: torch.Tensor, name: str) -> None:
         out.copy_(torch.linalg.matrix_rank(t).sum(0))
 
 
+def _fisher_conv_shifted(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, geo: dict, out: torch.Tensor) -> None:
+    """Stride-1 Conv2d per-sample squared gradients without im2col: with the padded input flattened over rows of
+    the padded width Wp (B×(Hp+1)·Wp×C, channels last) and g zero-padded to width Wp (B×Ho·Wp×O), the input window
+    of kernel offset (i, j) is the contiguous slice starting at i·Wp + j, so each offset's per-sample gradient is
+    one bmm (B×O×C) of g and a view of the input."""
+    kh, kw = layer.kernel_size
+    ph, pw = (geo["padding"], geo["padding"]) if isinstance(geo["padding"], int) else geo["padding"]
+    b, c = a.shape[:2]
+    o, ho, wo = g.shape[1:]
+    wp = a.shape[3] + 2 * pw
+    flat = F.pad(a.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph + 1)).reshape(b, -1, c)   # B×(Hp+1)·Wp×C
+    gt = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, wp - wo)).reshape(b, -1, o).transpose(1, 2)  # B×O×Ho·Wp
+    length = ho * wp
+    per = None
+    for i in range(kh):
+        for j in range(kw):
+            start = i * wp + j
+            per = torch.bmm(gt, flat[:, start:start + length], out=per)                  # B×O×C
+            out[:, :, i, j].copy_(per.square_().sum(0))
+
+
 def fisher_sq_sum(layer: nn.Module, a: torch.Tensor, g: torch.Tensor, geo: dict | None, out: torch.Tensor,
                   name: str) -> None:
     """out (weight shape) ← Σ_x (∂L_x/∂w)²; a: the layer input (B×I or B×C×H×W), g: ∂L/∂(layer output)."""
@@ -52,6 +77,10 @@ def fisher_sq_sum(layer: nn.Module, a: torch.Tensor, g: torch.Tensor, geo: dict 
             raise ValueError(f"fisher: layer '{name}' needs B×I inputs and B×O outputs, got {tuple(a.shape)} and "
                              f"{tuple(g.shape)}")
         torch.mm(g.square().T, a.square(), out=out)
+        return
+    c = a.shape[1]
+    if c >= SHIFTED_MIN_CHANNELS and tuple(geo["stride"]) == (1, 1) and tuple(geo["dilation"]) == (1, 1):
+        _fisher_conv_shifted(layer, a, g, geo, out)
         return
     b, o = g.shape[:2]
     k = out[0].numel()
