@@ -8,8 +8,9 @@ from prunelab.pipeline import dense_reference, model_fields
 from prunelab.stages import finetune_model, finetune_split, masks_hold, val_and_test
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, script_params(snakemake)
+wc = snakemake.wildcards
 job = Job.from_snakemake(snakemake, parent_wildcards={"arch": wc.arch, "regime": wc.regime, "seed": wc.seed})
+p = script_params(snakemake)
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)
 model, arch, ckpt = load_model(snakemake.input.model, device)

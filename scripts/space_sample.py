@@ -9,8 +9,9 @@ from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_r
 from prunelab.stages import finetune_model, val_and_test
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, script_params(snakemake)
+wc = snakemake.wildcards
 job = Job.from_snakemake(snakemake, parent_wildcards={"arch": wc.arch, "regime": "standard", "seed": wc.seed})
+p = script_params(snakemake)
 device = pick_device(p.device)
 seed, regime, sample = int(wc.seed), float(wc.macs), int(wc.sample)
 data = load_prepared(snakemake.input.data)

@@ -10,8 +10,9 @@ from prunelab.models import build_model
 from prunelab.pipeline import architecture_for, dense_reference, model_fields, val_top1
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, script_params(snakemake)
+wc = snakemake.wildcards
 job = Job.from_snakemake(snakemake)
+p = script_params(snakemake)
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)
 model, arch, info, result = train_gradual(data, p.arch, p.train, p.gradual, float(wc.ratio), int(wc.seed), device,

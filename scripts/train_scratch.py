@@ -9,8 +9,9 @@ from prunelab.jobs import Job, end_process, script_params
 from prunelab.pipeline import dense_reference, model_fields, val_top1
 from prunelab.train import pick_device
 
-wc, p = snakemake.wildcards, script_params(snakemake)
+wc = snakemake.wildcards
 job = Job.from_snakemake(snakemake, parent_wildcards={"arch": wc.arch, "regime": wc.regime, "seed": wc.seed})
+p = script_params(snakemake)
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)
 pruned = load_torch(snakemake.input.pruned, what="pruned model checkpoint")  # only its architecture is used
