@@ -125,6 +125,14 @@ HOSTILE = [  # (edits, key named in the message)
     ([("dataset.val_fraction", 0.01)], "dataset.val_fraction"),
     ([("dataset.max_train", 10)], "dataset.max_train"),
     ([("train", {"epochs": 8, "schedule": "multistep", "milestones": [4, 8]})], "train.milestones"),
+    ([("prune.min_keep_fraction", 1)], "granularities.unstructured"),
+    ([("prune.min_keep_fraction", 0.6)], "granularities.unstructured"),  # ratio 0.5 leaves 0.4 prunable
+    ([("prune.min_keep_units", 20)], "granularities.structured"),  # mlp [32, 16]: 12 of 48 units can go
+    ([("granularities.structured", [0.95])], "granularities.structured"),  # cnn [8, 16, 16]: at most 37/40
+    ([("archs", {"mlp": {"name": "mlp", "options": {"hidden": [8]}}}),
+      ("prune.ignore_layers", ["fc1", "fc2"])], "prune.ignore_layers"),
+    ([("reference", [{"arch": "cnnn", "source": "x", "top1_delta": 0}])], "reference.0.arch"),
+    ([("reference", [{"arch": "cnn", "method": "taylor", "source": "x", "top1_delta": 0}])], "reference.0.method"),
     ([("experiment", "..")], "experiment"),
     ([("experiment", ".hidden")], "experiment"),
     ([("experiment", "-x")], "experiment"),

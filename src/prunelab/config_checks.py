@@ -8,11 +8,7 @@ Models are built only on the meta device with initialisation skipped (millisecon
 is imported only when a `tv:` model is named. No Snakemake import: common.smk turns ConfigError into a
 WorkflowError.
 
-Bounds (documented choices):
-- validation split >= max(10 x classes, 100) images (MIN_VAL_PER_CLASS, MIN_VAL), enough to select epochs;
-- calibration samples (stats.samples) >= 2 x classes when a method or gradual pruning needs per-class
-  statistics (a per-class variance or class relevance needs two samples of each class, on average);
-- the train split holds >= 2 images per class.
+Data files and split sizes: `prunelab.config_data_checks`.
 """
 
 from __future__ import annotations
@@ -25,25 +21,13 @@ from pathlib import Path
 
 import yaml
 
-MIN_VAL, MIN_VAL_PER_CLASS = 100, 10
-MIN_CALIBRATION_PER_CLASS = 2
-# Methods reading per-class statistics (screening: class-conditional F; frs: class relevance).
-CLASS_STAT_METHODS = {"screening", "frs"}
+from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes
+
+__all__ = ["ConfigError", "check_config"]
+
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
 DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
-# Dataset -> (in_shape, classes, official train images; None: no official test split, TEST_FRACTION carved).
-DATASET_SHAPES = {
-    "digits": ((1, 8, 8), 10, None), "mnist": ((1, 28, 28), 10, 60000),
-    "fashion_mnist": ((1, 28, 28), 10, 60000), "cifar10": ((3, 32, 32), 10, 50000),
-    "cifar100": ((3, 32, 32), 100, 50000), "svhn": ((3, 32, 32), 10, 73257),
-}
-DIGITS_IMAGES = 1797
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MAX_HEADER_SCAN = 5000  # image-folder files whose headers are read at DAG time (sizes); more: left to the job
-
-
-class ConfigError(ValueError):
-    """A config mistake, as one line naming the key or file and what was expected."""
 
 
 def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = True) -> None:
@@ -179,10 +163,10 @@ def check_sections(cfg: dict) -> None:
     reg = cfg["regularizer"]
     unknown("regularizer.archs", reg["archs"] or [], archs, "archs")
     unknown("regularizer.methods", reg["methods"] or [], methods, "methods")
-    extra = cfg["gradual"]["enabled"] or cfg["space"]["enabled"]
+    extra = cfg["gradual"]["enabled"] or cfg["space"]["enabled"] or cfg["scratch"]["enabled"]
     if not any(ratios.values()) and not extra:
-        raise ConfigError("config key 'granularities': no ratio under unstructured or structured, and gradual and "
-                          "space are off: nothing would be pruned; expected at least one ratio")
+        raise ConfigError("config key 'granularities': no ratio under unstructured or structured, and gradual, "
+                          "scratch and space are off: nothing would be pruned; expected at least one ratio")
     for m in cfg["methods"]:
         if not any(ratios[g] for g in _granularities(m)) and not extra:
             need = " or ".join(f"granularities.{g}" for g in _granularities(m))
@@ -217,6 +201,11 @@ def check_sections(cfg: dict) -> None:
                               f"{reg['methods']} (the only regime is pat): scratch would schedule nothing")
     if cfg["space"]["enabled"]:
         unknown("space.archs", cfg["space"]["archs"], archs, "archs")
+    for i, ref in enumerate(cfg["reference"]):
+        for field, valid in (("arch", archs), ("method", methods), ("granularity", ["unstructured", "structured"])):
+            if field in ref and ref[field] not in valid:
+                raise ConfigError(f"config key 'reference.{i}.{field}': {ref[field]!r} matches no result; "
+                                  f"expected one of {valid}")
     if "pat" in cfg["regimes"] and reg["methods"] is not None and not reg["methods"]:
         raise ConfigError("config key 'regularizer.methods': [] would prune no pat baseline; "
                           "use null for all methods")
@@ -257,104 +246,6 @@ def check_device_available(device: str) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("config key 'device': cuda, but torch sees no CUDA GPU on this machine; "
                               "expected device: auto or cpu")
-
-
-# ------------------------------------------------------------------------------------------- data, sizes
-
-def _data_missing(name: str, root: Path, download: bool) -> str | None:
-    """One line naming the missing files of `name` under `root` (with the fix), or None when complete."""
-    from prunelab import datasets_io as io
-
-    missing = io.missing_files(name, root)
-    if not missing:
-        return None
-    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-    hint = io.missing_files_hint(name, root, download) if hasattr(io, "missing_files_hint") else \
-        f"set dataset.download: true to fetch {name} into {root}"
-    return f"{missing[0]}{more} not found; {hint}".replace("\n", " ")
-
-
-def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, int], int, int, bool]:
-    """(in_shape, classes, train-pool images, has test folder) of an image folder; mistakes named."""
-    from prunelab.datasets_io import IMAGE_EXTENSIONS
-
-    key = "config key 'dataset.data_root'"
-    if not root.is_dir():
-        raise ConfigError(f"{key}: {root} does not exist; expected {root}/train/<class>/<images>")
-    pool = root / "train" if (root / "train").is_dir() else root
-    classes = sorted(p for p in pool.iterdir() if p.is_dir() and p.name != "test")
-    files = {c: [f for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS] for c in classes}
-    empty = [str(c) for c, f in files.items() if not f]
-    if empty:
-        raise ConfigError(f"{key}: class folder {empty[0]} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    if len(classes) < 2:
-        raise ConfigError(f"{key}: {pool} has {len(classes)} class folder(s); expected at least two "
-                          "(<class>/<images>), else top-1 is trivially 100 %")
-    paths = sorted(f for fs in files.values() for f in fs)
-    from PIL import Image
-
-    sizes, modes = {}, set()
-    for p in paths[:MAX_HEADER_SCAN]:
-        try:
-            with Image.open(p) as im:
-                sizes.setdefault(im.size, p)
-                modes.add(im.mode)
-        except Exception as err:
-            raise ConfigError(f"{key}: {p} is not a readable image ({type(err).__name__})") from None
-    if image_size is None and len(sizes) > 1:
-        (s0, p0), (s1, p1) = list(sizes.items())[:2]
-        raise ConfigError(f"{key}: images differ in size ({p0}: {s0[0]}x{s0[1]}, {p1}: {s1[0]}x{s1[1]}); "
-                          "set dataset.image_size to resize them all")
-    w, h = (image_size, image_size) if image_size else next(iter(sizes))
-    c = 1 if modes <= {"1", "L", "LA"} else 3
-    return (c, h, w), len(classes), len(paths), (root / "test").is_dir()
-
-
-def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
-    """(in_shape, classes, train images, val images) the prepared dataset will have; data files checked."""
-    from prunelab.data import TEST_FRACTION
-
-    name, root = ds["name"], Path(ds["data_root"])
-    if name == "imagefolder":
-        in_shape, classes, pool, has_test = _imagefolder(root, ds["image_size"])
-    else:
-        in_shape, classes, pool = DATASET_SHAPES[name]
-        has_test = pool is not None
-        pool = pool or DIGITS_IMAGES
-        if ds["image_size"]:
-            in_shape = (in_shape[0], ds["image_size"], ds["image_size"])
-        if name != "digits" and not ds["download"]:
-            missing = _data_missing(name, root, ds["download"])
-            if missing:
-                raise ConfigError(f"config key 'dataset.download': false, and {name} files are missing: {missing}")
-    if not has_test:
-        pool -= round(pool * TEST_FRACTION)
-    n_val = round(pool * ds["val_fraction"])
-    n_train = pool - n_val
-    if ds["max_train"] is not None:
-        n_train = min(n_train, ds["max_train"])
-    return in_shape, classes, n_train, n_val
-
-
-def check_sizes(cfg: dict, classes: int, n_train: int, n_val: int) -> None:
-    ds, samples = cfg["dataset"], cfg["stats"]["samples"]
-    need_val = max(MIN_VAL_PER_CLASS * classes, MIN_VAL)
-    if n_val < need_val:
-        raise ConfigError(f"config key 'dataset.val_fraction': {ds['val_fraction']} gives {n_val} validation images; "
-                          f"expected at least {need_val} (max(10 x {classes} classes, 100)) to select epochs")
-    if n_train < 2 * classes:
-        raise ConfigError(f"config key 'dataset.max_train': {n_train} training images for {classes} classes; "
-                          "expected at least 2 per class")
-    if samples > n_train:
-        raise ConfigError(f"config key 'stats.samples': {samples} calibration samples, but the train split holds "
-                          f"{n_train} images; expected at most {n_train}")
-    per_class = set(cfg["methods"]) & CLASS_STAT_METHODS
-    if cfg["gradual"]["enabled"]:
-        per_class.add("gradual (frs)")
-    if per_class and samples < MIN_CALIBRATION_PER_CLASS * classes:
-        raise ConfigError(f"config key 'stats.samples': {samples} calibration samples for {classes} classes; "
-                          f"{sorted(per_class)} need per-class statistics: expected at least "
-                          f"{MIN_CALIBRATION_PER_CLASS * classes} ({MIN_CALIBRATION_PER_CLASS} per class)")
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -435,18 +326,46 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
         if not [n for n in layers if n not in skip]:
             raise ConfigError(f"config key 'gradual.archs': arch {key!r} ({arch['name']}) has no prunable units "
                               f"besides the classifier {head!r} and gradual.ignore_layers: nothing to prune")
-    ignored = set(cfg["prune"]["ignore_layers"]) | {head}
-    widths = [m.weight.shape[0] for n, m in layers.items() if n not in ignored]
-    if cfg["granularities"].get("structured"):
-        if not widths:
-            raise ConfigError(f"config key '{where}': structured pruning requested (granularities.structured) but "
-                              f"{arch['name']} has no prunable units besides the classifier {head!r} and "
-                              "prune.ignore_layers (an MLP needs a hidden layer)")
-        rt = cfg["prune"]["round_to"]
-        if rt > 1 and rt >= max(widths):
-            raise ConfigError(f"config key 'prune.round_to': {rt} >= the widest prunable layer of arch {key!r} "
-                              f"({max(widths)} units): every layer would keep all its units (achieved ratio 0); "
-                              f"expected round_to below {max(widths)}")
+    _check_prunable(cfg, key, arch["name"], model, layers, head)
+
+
+def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
+    """Every requested ratio can be reached on arch `key` (prunelab.prune caps it silently otherwise):
+    unstructured, each layer keeps max(1, ceil(min_keep_fraction x weights)); structured, each layer keeps
+    min_keep_units, rounded up to prune.round_to (exact for models without residual adds, where every
+    Conv/Linear but the classifier is its own group; elsewhere only 'nothing left to prune' is checked)."""
+    from prunelab.models import Add, ShortcutA
+
+    p, gran = cfg["prune"], cfg["granularities"]
+    kept = {n: m.weight for n, m in layers.items() if n not in p["ignore_layers"]}
+    if not kept:
+        raise ConfigError(f"config key 'prune.ignore_layers': names every prunable layer of arch {key!r}: "
+                          "nothing to prune")
+    total = sum(w.numel() for w in kept.values())
+    cap = total - sum(max(1, math.ceil(p["min_keep_fraction"] * w.numel())) for w in kept.values())
+    for r in gran.get("unstructured") or []:
+        if r - cap / total > 0.005:
+            raise ConfigError(f"config key 'granularities.unstructured': {r} cannot be reached on arch {key!r}: "
+                              f"prune.min_keep_fraction {p['min_keep_fraction']} leaves at most {cap / total:.3f} "
+                              "prunable")
+    if not gran.get("structured"):
+        return
+    widths = [w.shape[0] for n, w in kept.items() if n != head]
+    if not widths:
+        raise ConfigError(f"config key 'archs.{key}': structured pruning requested (granularities.structured) but "
+                          f"{name} has no prunable units besides the classifier {head!r} and prune.ignore_layers "
+                          "(an MLP needs a hidden layer)")
+    rt, mku = p["round_to"], p["min_keep_units"]
+    if rt > 1 and rt >= max(widths):
+        raise ConfigError(f"config key 'prune.round_to': {rt} >= the widest prunable layer of arch {key!r} "
+                          f"({max(widths)} units): every layer would keep all its units (achieved ratio 0); "
+                          f"expected round_to below {max(widths)}")
+    residual = any(isinstance(m, (Add, ShortcutA)) for m in model.modules())
+    most = sum(u - min(mku, u) for u in widths) / sum(widths)
+    worst = max(gran["structured"])
+    if not residual and not name.startswith("tv:") and worst - most > 0.005:
+        raise ConfigError(f"config key 'granularities.structured': {worst} cannot be reached on arch {key!r}: "
+                          f"prune.min_keep_units {mku} per layer leaves at most {most:.3f} of its units prunable")
 
 
 def _gradual_archs(cfg: dict) -> list[str]:
