@@ -25,6 +25,8 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
         if not sel.empty else sel
     keys = ["dataset", "arch", "regime", "gran"]
     panels = [k for k, g in d.groupby(keys, sort=False) if g["vval"].nunique() >= 2] if len(d) else []
+    grank = {g: i for i, g in enumerate(_grans(d["gran"]))} if len(d) else {}
+    panels.sort(key=lambda k: (str(k[0]), str(k[1]), str(k[2]), grank[k[3]]))
     if not panels:
         return f"no {base} {key} sweep (fewer than two values in one setting)"
     fig, axes = new_figure(1, len(panels))
