@@ -133,6 +133,11 @@ HOSTILE = [  # (edits, key named in the message)
       ("prune.ignore_layers", ["fc1", "fc2"])], "prune.ignore_layers"),
     ([("reference", [{"arch": "cnnn", "source": "x", "top1_delta": 0}])], "reference.0.arch"),
     ([("reference", [{"arch": "cnn", "method": "taylor", "source": "x", "top1_delta": 0}])], "reference.0.method"),
+    ([("gradual", {"enabled": True, "ratios": [0.5], "stop_epoch": 4, "interval": 2, "channels_per_step": 5}),
+      ("archs.cnn.options", {"widths": [8, 16, 16]})], "gradual.channels_per_step"),  # 2 x 5 < 20 of 40
+    ([("regimes", ["standard", "pat"]), ("regularizer.beta", 0)], "regularizer.beta"),
+    ([("reference", [{"arch": "cnn", "granularity": "structured", "ratio": 0.4, "source": "x", "top1_delta": 0}])],
+     "reference.0.ratio"),
     ([("experiment", "..")], "experiment"),
     ([("experiment", ".hidden")], "experiment"),
     ([("experiment", "-x")], "experiment"),
@@ -156,7 +161,11 @@ def test_cuda_without_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "config key 'device'" in error_of(changed(("device", "cuda")))
-    cc.check_config(filled(changed(("device", "cuda"))), check_device=False)  # cluster: nodes have the GPUs
+    cluster = changed(("device", "cuda"), ("resources", {"gpu": 1}))
+    cc.check_config(filled(cluster), check_device=False)  # cluster: the nodes have the GPUs
+    cluster["resources"]["gpu"] = 0
+    with pytest.raises(cc.ConfigError, match="config key 'resources.gpu'"):
+        cc.check_config(filled(cluster), check_device=False)
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn"])
@@ -187,6 +196,8 @@ def test_imagefolder_good_then_one_class_mixed_corrupt(tmp_path):
     msg = error_of(imagefolder_cfg(root, image_size=8))
     assert "config key 'dataset.data_root'" in msg and "bad.png" in msg
     assert "does not exist" in error_of(imagefolder_cfg(tmp_path / "nowhere"))
+    image(root / "test" / "c" / "0.png")
+    assert "class folders ['c']" in error_of(imagefolder_cfg(root, image_size=8))
     (root / "train" / "empty").mkdir()
     assert "holds no images" in error_of(imagefolder_cfg(root))
 
@@ -260,3 +271,24 @@ def test_dry_run_refuses_duplicate_keys(workdir):
     (workdir / "dup.yaml").write_text(TINY.read_text() + "experiment: other\n")
     proc = snakemake(workdir, "--configfile", "dup.yaml", "-n", check=False)
     assert proc.returncode != 0 and "'experiment' appears twice" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("name,in_shape", [("cnn", [1, 8, 8]), ("lenet5", [1, 28, 28]), ("mlp", [1, 8, 8]),
+                                           ("vgg11", [3, 32, 32])])
+def test_unit_counts_match_torch_pruning_groups(name, in_shape):
+    """The unit counts behind the reachability checks equal torch-pruning's dependency groups (no residual)."""
+    import torch
+
+    from prunelab.gradual import auto_ignore
+    from prunelab.models import build_model, classifier_name, prunable_layers
+    from prunelab.prune import structured_groups
+
+    arch = {"name": name, "options": {}, "in_shape": in_shape, "num_classes": 10}
+    model = build_model(arch).eval()
+    with cc._meta_build():
+        meta = build_model(arch)
+    skip = set(auto_ignore(model, name)) | {classifier_name(model)}
+    groups = [g for g in structured_groups(model, torch.zeros(2, *in_shape), "inner") if not skip & set(g["members"])]
+    widths = [m.weight.shape[0] for n, m in prunable_layers(meta) if n not in skip]
+    assert sorted(widths) == sorted(g["units"] for g in groups)
+    assert all(len(g["members"]) == 1 for g in groups)

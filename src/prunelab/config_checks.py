@@ -45,6 +45,9 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
     check_schedule(cfg)
     if check_device:
         check_device_available(cfg["device"])
+    elif cfg["device"] == "cuda" and cfg["resources"]["gpu"] == 0:
+        raise ConfigError("config key 'resources.gpu': 0, but device is cuda: cluster jobs would get no GPU; "
+                          "expected resources.gpu >= 1 (or device: auto)")
     in_shape, classes, n_train, n_val = dataset_sizes(cfg["dataset"])
     check_sizes(cfg, classes, n_train, n_val)
     for key, arch in cfg["archs"].items():
@@ -206,6 +209,11 @@ def check_sections(cfg: dict) -> None:
             if field in ref and ref[field] not in valid:
                 raise ConfigError(f"config key 'reference.{i}.{field}': {ref[field]!r} matches no result; "
                                   f"expected one of {valid}")
+        if "ratio" in ref and "granularity" in ref and round(ref["ratio"], 2) not in ratios[ref["granularity"]]:
+            raise ConfigError(f"config key 'reference.{i}.ratio': {ref['ratio']} matches no result; expected one "
+                              f"of granularities.{ref['granularity']} {ratios[ref['granularity']]}")
+    if "pat" in cfg["regimes"] and reg["beta"] == 0:
+        raise ConfigError("config key 'regularizer.beta': 0 makes pat training identical to standard; expected > 0")
     if "pat" in cfg["regimes"] and reg["methods"] is not None and not reg["methods"]:
         raise ConfigError("config key 'regularizer.methods': [] would prune no pat baseline; "
                           "use null for all methods")
@@ -322,10 +330,7 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
             raise ConfigError(f"config key '{sect}.ignore_layers': {bad} are not prunable layers of arch {key!r}; "
                               f"expected some of {list(layers)}")
     if cfg["gradual"]["enabled"] and key in _gradual_archs(cfg):
-        skip = set(cfg["gradual"]["ignore_layers"]) | {head}
-        if not [n for n in layers if n not in skip]:
-            raise ConfigError(f"config key 'gradual.archs': arch {key!r} ({arch['name']}) has no prunable units "
-                              f"besides the classifier {head!r} and gradual.ignore_layers: nothing to prune")
+        _check_gradual(cfg, key, arch["name"], model, layers, head)
     _check_prunable(cfg, key, arch["name"], model, layers, head)
 
 
@@ -366,6 +371,34 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     if not residual and not name.startswith("tv:") and worst - most > 0.005:
         raise ConfigError(f"config key 'granularities.structured': {worst} cannot be reached on arch {key!r}: "
                           f"prune.min_keep_units {mku} per layer leaves at most {most:.3f} of its units prunable")
+
+
+def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
+    """Gradual FRS on arch `key` has channels to prune, and channels_per_step x steps reaches every ratio
+    (exact for models without residual adds: every Conv/Linear but the classifier, gradual.ignore_layers and
+    VGG's first two convs is its own group, as prunelab.gradual selects them)."""
+    from prunelab.gradual import auto_ignore
+    from prunelab.models import Add, ShortcutA
+
+    g = cfg["gradual"]
+    skip = set(g["ignore_layers"]) | set(auto_ignore(model, name)) | {head}
+    widths = [m.weight.shape[0] for n, m in layers.items() if n not in skip]
+    if not widths:
+        raise ConfigError(f"config key 'gradual.archs': arch {key!r} ({name}) has no prunable units besides the "
+                          f"classifier {head!r} and gradual.ignore_layers: nothing to prune")
+    per_step = g["channels_per_step"]
+    if per_step is None or name.startswith("tv:") or any(isinstance(m, (Add, ShortcutA)) for m in model.modules()):
+        return
+    epochs = cfg["train"]["epochs"]
+    steps = (epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]) // g["interval"]
+    mku, total = cfg["prune"]["min_keep_units"], sum(widths)
+    cap = sum(u - min(mku, u) for u in widths)
+    for r in g["ratios"] or cfg["granularities"].get("structured") or []:
+        target = min(math.floor(r * total + 0.5), cap)
+        if per_step * steps < target:
+            raise ConfigError(f"config key 'gradual.channels_per_step': {steps} steps of {per_step} channels cannot "
+                              f"reach ratio {r} on arch {key!r} ({target} of {total} channels); expected at least "
+                              f"{math.ceil(target / steps)}, or more steps (stop_epoch, interval)")
 
 
 def _gradual_archs(cfg: dict) -> list[str]:

@@ -52,19 +52,24 @@ def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, in
     if not root.is_dir():
         raise ConfigError(f"{key}: {root} does not exist; expected {root}/train/<class>/<images>")
     pool = root / "train" if (root / "train").is_dir() else root
-    classes = sorted(p for p in pool.iterdir() if p.is_dir() and p.name != "test")
-    files = {c: [f for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS] for c in classes}
+    test = root / "test"
+    classes = sorted(p for p in pool.iterdir() if p.is_dir())
+    tests = sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []
+    files = {c: [f for f in c.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS] for c in classes + tests}
     empty = [str(c) for c, f in files.items() if not f]
     if empty:
         raise ConfigError(f"{key}: class folder {empty[0]} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     if len(classes) < 2:
         raise ConfigError(f"{key}: {pool} has {len(classes)} class folder(s); expected at least two "
                           "(<class>/<images>), else top-1 is trivially 100 %")
-    paths = sorted(f for fs in files.values() for f in fs)
+    extra = [c.name for c in tests if c.name not in {c.name for c in classes}]
+    if extra:
+        raise ConfigError(f"{key}: {test} has class folders {extra} that {pool} lacks; expected the same classes")
+    paths = sorted(f for c in classes for f in files[c])
     from PIL import Image
 
     sizes, modes = {}, set()
-    for p in paths[:MAX_HEADER_SCAN]:
+    for p in sorted(f for fs in files.values() for f in fs)[:MAX_HEADER_SCAN]:  # train and test
         try:
             with Image.open(p) as im:
                 sizes.setdefault(im.size, p)
