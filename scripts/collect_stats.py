@@ -11,7 +11,6 @@ p = script_params(snakemake)
 device = pick_device(p.device)
 data = load_prepared(snakemake.input.data)
 model, arch, _ = load_model(snakemake.input.model, device)
-stats = collect_baseline_statistics(model, data, p.methods, p.stat_configs, p.stats, int(snakemake.wildcards.seed),
-                                    device)
+stats = collect_baseline_statistics(model, data, p.needs, p.stats, int(snakemake.wildcards.seed), device, p.lrp)
 save_statistics(stats, snakemake.output.stats)
 end_process()

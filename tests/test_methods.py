@@ -72,14 +72,56 @@ def test_screening_scores_match_hand_formula_with_sklearn_f():
         f_in = np.nan_to_num(f_classif(inp.numpy(), y.numpy())[0])          # sklearn: NaN for constant units
         f_out = np.nan_to_num(f_classif(out.numpy(), y.numpy())[0])
         f_in, f_out = torch.from_numpy(f_in), torch.from_numpy(f_out)
-        expect_u = lam * f_in / f_in.max() + (1 - lam) * w.abs() / w.abs().max()
-        norms = w.norm(dim=1)
+        blend = lam * f_in / f_in.max() + (1 - lam) * w.abs() / w.abs().max()
+        norms = w.abs().sum(dim=1)
         expect_s = lam * f_out / f_out.max() + (1 - lam) * norms / norms.max()
-        torch.testing.assert_close(scores["layers"][name]["unstructured"], expect_u.expand_as(w), rtol=1e-6, atol=0)
+        got = scores["layers"][name]["unstructured"]
+        # the layer's own |w| values, re-assigned in the blend's order (brute force: sort both)
+        ranked = sorted(range(w.numel()), key=lambda i: (float(blend.expand_as(w).flatten()[i]),
+                                                         float(w.abs().flatten()[i]), i))
+        expect_u = torch.empty(w.numel(), dtype=torch.float64)
+        expect_u[ranked] = torch.sort(w.abs().flatten()).values
+        torch.testing.assert_close(got, expect_u.view_as(w), rtol=0, atol=0)
         torch.testing.assert_close(scores["layers"][name]["structured"], expect_s, rtol=1e-6, atol=0)
-    # λ = 0 is magnitude (up to a per-layer scale)
-    s0 = score_model(model, stats, "screening", {"lambda": 0.0})["layers"]["fc1"]["unstructured"]
-    torch.testing.assert_close(s0, model.fc1.weight.detach().abs() / model.fc1.weight.detach().abs().max())
+
+
+def selected_weights(model, scores, ratio, scope):
+    from prunelab.prune import select_unstructured
+    return select_unstructured(model, scores, ratio, scope=scope)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+@pytest.mark.parametrize("ratio", [0.3, 0.6, 0.9])
+def test_screening_lambda0_selects_exactly_what_magnitude_selects(scope, ratio):
+    from prunelab.prune import select_structured
+
+    model, x, y = mlp_and_data(n=48)
+    with torch.no_grad():
+        model.fc2.weight.mul_(3.0)                                 # layers on different weight scales
+    stats = collect_statistics(model, x, y, required_statistics(["screening"]), 4, 16, "cpu")
+    s0 = score_model(model, stats, "screening", {"lambda": 0.0})
+    mag = score_model(model, stats, "magnitude")
+    for n, keep in selected_weights(model, s0, ratio, scope).items():
+        assert torch.equal(keep, selected_weights(model, mag, ratio, scope)[n]), n
+    drop0 = select_structured(model, s0, 0.4, scope=scope, example_input=x[:2])
+    drop_mag = select_structured(model, mag, 0.4, scope=scope, example_input=x[:2])
+    assert {k: v.tolist() for k, v in drop0.items()} == {k: v.tolist() for k, v in drop_mag.items()}
+
+
+def test_screening_lambda1_is_pure_screening_within_a_layer_with_magnitudes_layer_budget():
+    model, x, y = mlp_and_data(n=48)
+    stats = collect_statistics(model, x, y, required_statistics(["screening"]), 4, 16, "cpu")
+    s1 = score_model(model, stats, "screening", {"lambda": 1.0})
+    mag = score_model(model, stats, "magnitude")
+    f_in = anova_f(stats["layers"]["fc1"]["count"], stats["layers"]["fc1"]["in_sum"],
+                   stats["layers"]["fc1"]["in_sqsum"])
+    keep = selected_weights(model, s1, 0.5, "layerwise")["fc1"]
+    # layer-wise: the kept weights are the columns of the highest-F inputs (ties within a column by |w|)
+    order = sorted(range(6), key=lambda i: -float(f_in[i]))
+    assert keep[:, order[0]].all() and not keep[:, order[-1]].any()
+    for glob, ref in zip(selected_weights(model, s1, 0.7, "global").values(),
+                         selected_weights(model, mag, 0.7, "global").values()):
+        assert int(glob.sum()) == int(ref.sum())                   # global: magnitude's per-layer budget
 
 
 def test_taylor_equals_per_sample_autograd_by_hand():
@@ -223,8 +265,15 @@ def test_screening_conv_uses_channel_means_of_input_and_output():
         h2 = model.relu2(model.conv2(h1))
     f_in = torch.from_numpy(f_classif(h1.mean((2, 3)).numpy(), y.numpy())[0])
     f_out = torch.from_numpy(f_classif(h2.mean((2, 3)).numpy(), y.numpy())[0])
-    torch.testing.assert_close(s["conv2"]["unstructured"], (f_in / f_in.max())[None, :, None, None].expand(4, 3, 3, 3),
-                               rtol=1e-6, atol=0)
+    def assert_ordered_by_input_f(score, f, w):
+        # λ = 1: the layer's |w| values, in the order of (F of the weight's input channel, |w|)
+        flat_f = f[None, :, None, None].expand_as(w).flatten()
+        ranked = sorted(range(w.numel()), key=lambda i: (float(flat_f[i]), float(w.abs().flatten()[i]), i))
+        expect = torch.empty(w.numel(), dtype=torch.float64)
+        expect[ranked] = torch.sort(w.abs().flatten()).values
+        torch.testing.assert_close(score, expect.view_as(w), rtol=0, atol=0)
+
+    assert_ordered_by_input_f(s["conv2"]["unstructured"], f_in, model.conv2.weight.detach())
     torch.testing.assert_close(s["conv2"]["structured"], f_out / f_out.max(), rtol=1e-6, atol=0)
     f_pix = torch.from_numpy(f_classif(x.mean((2, 3)).numpy(), y.numpy())[0])   # first layer: input channels
-    torch.testing.assert_close(s["conv1"]["unstructured"][0, :, 0, 0], f_pix / f_pix.max(), rtol=1e-6, atol=0)
+    assert_ordered_by_input_f(s["conv1"]["unstructured"], f_pix, model.conv1.weight.detach())

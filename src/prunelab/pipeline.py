@@ -91,19 +91,23 @@ def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tup
     return x[idx].to(device), y[idx].to(device)
 
 
-def collect_baseline_statistics(model: nn.Module, data: dict, methods: list[str], method_configs: dict,
-                                stats_cfg: dict, seed: int, device) -> dict:
-    """Statistics of a trained model on its calibration subset: the union of what `methods` declare."""
-    from prunelab.stats import collect_statistics, required_statistics
+def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: dict,
+                                seed: int, device, lrp: dict | None = None) -> dict:
+    """Statistics `needs` (see prunelab.stats.required_statistics) of a trained model on its calibration subset.
 
-    needs = required_statistics(methods, {m: method_configs.get(m) or {} for m in methods})
+    lrp: {"alpha", "beta"} of the LRP-αβ rule, for the "relevance" statistic (the frs method's options).
+    """
+    from prunelab.stats import collect_statistics
+
+    needs = set(needs)
+    if "relevance" in needs and lrp is None:
+        raise ValueError("statistic 'relevance' needs the LRP rule's alpha and beta (the frs options)")
     x, y = calibration_subset(data, stats_cfg["samples"], seed)
-    frs = method_configs.get("frs") or {}
-    log.info("collecting %s on %d calibration samples (of %d requested) for methods %s", sorted(needs), len(x),
-             stats_cfg["samples"], list(methods))
+    log.info("collecting %s on %d calibration samples (of %d requested)", sorted(needs), len(x),
+             stats_cfg["samples"])
     t0 = time.perf_counter()
-    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device,
-                               lrp_alpha=frs.get("alpha", 2.0), lrp_beta=frs.get("beta", 1.0))
+    rule = {"lrp_alpha": lrp["alpha"], "lrp_beta": lrp["beta"]} if lrp else {}
+    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device, **rule)
     log.info("computed %s for %d layers on %d samples in %.2f s", sorted(needs), len(stats["layers"]), len(x),
              time.perf_counter() - t0)
     return stats

@@ -166,9 +166,13 @@ def rescorer(method: str, method_cfg: dict, data: dict, stats_cfg: dict, seed: i
     """A function model -> scores that re-collects the statistics `method` needs on the current model."""
     from prunelab.methods import score_model
     from prunelab.pipeline import collect_baseline_statistics
+    from prunelab.stats import required_statistics
+
+    needs = required_statistics([method], {method: method_cfg})
+    lrp = method_cfg if "relevance" in needs else None
 
     def rescore(model: nn.Module) -> dict:
-        stats = collect_baseline_statistics(model, data, [method], {method: method_cfg}, stats_cfg, seed, device)
+        stats = collect_baseline_statistics(model, data, needs, stats_cfg, seed, device, lrp)
         return score_model(model, stats, method, method_cfg)
 
     return rescore

@@ -7,6 +7,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from prunelab.config_checks import ConfigError, check_config
+from prunelab.methods import get_method
+from prunelab.methods.variants import expand_methods, select_variants
+from prunelab.stats import required_statistics
 
 
 def allowed_keys(error):
@@ -66,9 +69,17 @@ R = f"results/{EXP}"
 ARCHS = list(config["archs"])
 SEEDS = [int(s) for s in config["seeds"]]
 REGIMES = list(config["regimes"])
-METHODS = list(config["methods"])
-# Methods that score only output units (no unstructured score); prunelab.methods declares the same.
-STRUCTURED_ONLY = {"frs"}
+# Method variants: name -> (registered method, scalar options); a list-valued option sweeps (methods.variants).
+METHOD_VARIANTS = expand_methods(config["methods"])
+METHODS = list(METHOD_VARIANTS)
+if any(
+    isinstance(v, list) and len(v) > 1
+    for v in (config["methods"].get("frs") or {}).values()
+):
+    raise WorkflowError(
+        "invalid config: methods.frs options cannot be lists: the statistics pass and the gradual schedule "
+        "compute LRP relevance with one (alpha, beta)"
+    )
 DATASET = config["dataset"]["name"]
 DATA_FILE = f"{R}/data/{DATASET}.pt"
 TRACKING_FILE = f"{R}/tracking.json"
@@ -93,15 +104,19 @@ def regime_archs(regime):
 
 def regime_methods(regime):
     """Methods run after training in `regime` (pat may be limited, config regularizer.methods)."""
-    limit = config["regularizer"].get("methods") if regime == "pat" else None
-    return [m for m in METHODS if not limit or m in limit]
+    limit = config["regularizer"]["methods"] if regime == "pat" else None
+    return select_variants(METHODS, limit)
+
+
+def method_config(wc):
+    """Scalar options of the method variant `wc.method` (the registered method's config keys)."""
+    return METHOD_VARIANTS[wc.method][1]
 
 
 def methods_for(granularity, regime="standard"):
+    """Variants run in `regime` whose method scores `granularity` (the registry declares which)."""
     return [
-        m
-        for m in regime_methods(regime)
-        if granularity == "structured" or m not in STRUCTURED_ONLY
+        m for m in regime_methods(regime) if granularity in get_method(m).granularities
     ]
 
 
@@ -174,6 +189,11 @@ def gradual_archs():
     return list(names)
 
 
+def frs_config():
+    """FRS options of the gradual schedule: the experiment's frs options."""
+    return {"alpha": 2.0, "beta": 1.0, **(config["methods"].get("frs") or {})}
+
+
 def gradual_ratios():
     """gradual.ratios, or the experiment's structured ratios when empty."""
     g = config["gradual"]["ratios"] or config["granularities"].get("structured", [])
@@ -199,12 +219,12 @@ def gradual_metrics():
 def scratch_methods():
     """scratch.methods; each must be a method of the experiment (its pruned models are the input)."""
     names = config["scratch"]["methods"]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if not select_variants(METHODS, [m])]
     if unknown:
         raise WorkflowError(
             f"invalid config: scratch.methods names {unknown}, not in methods ({METHODS})"
         )
-    return list(names)
+    return select_variants(METHODS, names)
 
 
 def scratch_ratios():
@@ -256,11 +276,19 @@ def common_params(**extra):
     )
 
 
-def stat_configs():
-    """Method options that change the statistics (contribution's kappa, frs's alpha/beta): only those."""
-    return {
-        m: config["methods"][m] or {} for m in ("contribution", "frs") if m in METHODS
-    }
+def statistics_needed(regime):
+    """Statistics the variants run in `regime` need (their union): what a collect_stats job computes. Only
+    this is a param, so adding a variant that needs nothing new reruns no statistics pass.
+    """
+    variants = regime_methods(regime)
+    return sorted(
+        required_statistics(variants, {m: METHOD_VARIANTS[m][1] for m in variants})
+    )
+
+
+def lrp_rule(regime):
+    """frs's LRP-αβ options when `regime`'s statistics include relevance, else None."""
+    return frs_config() if "relevance" in statistics_needed(regime) else None
 
 
 def iterative_settings(wc):

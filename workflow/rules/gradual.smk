@@ -25,7 +25,7 @@ rule train_gradual:
             **{k: config["gradual"][k] for k in GRADUAL_JOB_KEYS},
             "min_keep_units": config["prune"]["min_keep_units"],
         },
-        frs={"alpha": 2.0, "beta": 1.0, **(config["methods"].get("frs") or {})},
+        frs=frs_config(),
         stats=config["stats"],
     script:
         "../../scripts/train_gradual.py"

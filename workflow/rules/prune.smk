@@ -18,7 +18,7 @@ rule prune:
     params:
         **common_params(),
         prune=config["prune"],
-        method_config=lambda wc: config["methods"][wc.method] or {},
+        method_config=method_config,
         iterative=iterative_settings,
     script:
         "../../scripts/prune.py"

@@ -11,6 +11,6 @@ rule score:
     conda:
         "../envs/prunelab.yaml"
     params:
-        method_config=lambda wc: config["methods"][wc.method] or {},
+        method_config=method_config,
     script:
         "../../scripts/score.py"

@@ -16,7 +16,7 @@ rule collect_stats:
     params:
         **common_params(),
         stats=config["stats"],
-        methods=lambda wc: regime_methods(wc.regime),
-        stat_configs=stat_configs(),
+        needs=lambda wc: statistics_needed(wc.regime),
+        lrp=lambda wc: lrp_rule(wc.regime),
     script:
         "../../scripts/collect_stats.py"

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from prunelab.methods.variants import base_method, parse_variant
 from prunelab.stats import STAT_NAMES, prunable_layers
 
 GRANULARITIES = ("unstructured", "structured")
@@ -92,10 +93,17 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> MethodSpec:
-    """The registered method `name`; unknown names raise listing the valid ones."""
-    if name not in METHODS:
+    """The registered method `name` or behind variant `name` (`screening-lambda0.5`, see `variants`);
+    unknown names raise listing the valid ones."""
+    base = base_method(name)
+    if base not in METHODS:
         raise ValueError(f"unknown scoring method {name!r}; valid methods: {method_names()}")
-    return METHODS[name]
+    return METHODS[base]
+
+
+def variant_options(name: str) -> tuple[str, dict]:
+    """(method, swept options) of a method variant name, read with the method's own option keys."""
+    return parse_variant(name, option_names=get_method(name).defaults or ())
 
 
 def inapplicable_reason(method: str, model: nn.Module) -> str | None:
@@ -167,4 +175,4 @@ if importlib.util.find_spec(f"{__name__}.frs") is not None:
     from . import frs  # noqa: E402,F401
 
 __all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names", "register_method",
-           "score_model"]
+           "score_model", "variant_options"]
