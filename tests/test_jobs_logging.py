@@ -116,10 +116,10 @@ def test_statistics_pass_logs_what_it_computed(data, caplog):
 
     model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))
     with caplog.at_level("INFO", logger="prunelab"):
-        stats = collect_baseline_statistics(model, data, ["screening"], {"screening": {}},
-                                            {"samples": 1000, "batch_size": 32}, 0, torch.device("cpu"))
+        stats = collect_baseline_statistics(model, data, ["activations"], {"samples": 1000, "batch_size": 32}, 0,
+                                            torch.device("cpu"))
     last = caplog.records[-1].getMessage()
     n = len(data["train"]["y"])  # fewer than the 1000 requested
     assert last.startswith(f"computed {sorted(stats['needs'])} for {len(stats['layers'])} layers on {n} samples in ")
-    assert last.endswith(" s") and stats["needs"]
+    assert last.endswith(" s") and sorted(stats["needs"]) == ["activations"]
     assert f"on {n} calibration samples (of 1000 requested)" in caplog.records[-2].getMessage()
