@@ -86,6 +86,9 @@ HOSTILE = [  # (edits, key named in the message)
     ([("archs.cnn.options", {"widths": []})], "archs.cnn.options"),
     ([("archs.mlp.options", {"hiden": [8]})], "archs.mlp.options"),
     ([("archs.mlp.options", {"hidden": []})], "archs.mlp"),
+    ([("archs.cnn", {"name": "lenet5"})], "archs.cnn"),  # needs 16x16 inputs, digits are 8x8
+    ([("archs.cnn", {"name": "resnet20", "options": {"shortcut": "C"}})], "archs.cnn.options"),
+    ([("archs.cnn", {"name": "vgg11", "options": {"batch_norm": True}})], "archs.cnn.options"),
     ([("prune.ignore_layers", ["conv9"])], "prune.ignore_layers"),
     ([("prune.ignore_layers", ["conv1"])], "prune.ignore_layers"),  # the mlp has no conv1
     ([("gradual", {"enabled": True, "ignore_layers": ["nope"]})], "gradual.ignore_layers"),
@@ -292,3 +295,26 @@ def test_unit_counts_match_torch_pruning_groups(name, in_shape):
     widths = [m.weight.shape[0] for n, m in prunable_layers(meta) if n not in skip]
     assert sorted(widths) == sorted(g["units"] for g in groups)
     assert all(len(g["members"]) == 1 for g in groups)
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6])
+def test_unstructured_reachability_matches_the_pruner(keep):
+    """The check refuses a ratio exactly when prunelab.prune (random scores) removes less than its label."""
+    import torch
+
+    from prunelab.models import build_model, prunable_layers
+    from prunelab.prune import select_unstructured
+
+    model = build_model({"name": "mlp", "options": {"hidden": [32, 16]}, "in_shape": [1, 8, 8], "num_classes": 10})
+    gen = torch.Generator().manual_seed(0)
+    scores = {n: {"unstructured": torch.rand(m.weight.shape, generator=gen), "structured": None}
+              for n, m in prunable_layers(model)}
+    for r in (0.3, 0.4, 0.45, 0.69, 0.7, 0.75):
+        masks = select_unstructured(model, scores, r, "global", keep)
+        achieved = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        cfg = changed(("archs", {"mlp": BASE["archs"]["mlp"]}), ("granularities", {"unstructured": [r]}),
+                      ("prune.min_keep_fraction", keep))
+        if r - achieved > 0.005:
+            assert "config key 'granularities.unstructured'" in error_of(cfg)
+        else:
+            cc.check_config(filled(cfg))

@@ -319,7 +319,9 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
             model = build_model({"name": arch["name"], "options": options, "in_shape": list(in_shape),
                                  "num_classes": classes})
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"config key '{where}.options': {err}".replace("\n", " ")) from None
+        at = f"'{where}.options'" if "option" in str(err) else \
+            f"'{where}' (input {list(in_shape)} from dataset {cfg['dataset']['name']!r})"
+        raise ConfigError(f"config key {at}: {err}".replace("\n", " ")) from None
     layers = dict(prunable_layers(model))
     head = classifier_name(model)
     for sect in ("prune", "gradual"):
