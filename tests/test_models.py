@@ -57,6 +57,8 @@ def counter_macs(model, in_shape):
     (arch("resnet110"), 1_727_962, 252_887_680),
     # LeNet-5 on MNIST by hand: 24*24*20*25 + 8*8*50*20*25 + 800*500 + 500*10
     (arch("lenet5", (1, 28, 28)), 431_080, 288_000 + 1_600_000 + 400_000 + 5_000),
+    # with batchnorm: + 2 * (20 + 50 + 500) affine BN params; BN adds no conv/linear MACs
+    (arch("lenet5", (1, 28, 28), batchnorm=True), 431_080 + 1_140, 288_000 + 1_600_000 + 400_000 + 5_000),
     (arch("lenet300_100", (1, 28, 28)), 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10,
      784 * 300 + 300 * 100 + 100 * 10),
 ])

@@ -57,3 +57,21 @@ def test_best_validation_epoch_is_selected(data):
     _, _, res = train_baseline(data, spec, cfg, seed=0, device=torch.device("cpu"))
     best = max(res.history, key=lambda h: h["top1_val"])
     assert res.best_epoch == best["epoch"] and res.best_top1_val == best["top1_val"]
+
+
+def test_steps_per_epoch_caps_the_optimiser_steps_of_each_epoch(data):
+    from prunelab.models import build_model
+    from prunelab.pipeline import architecture_for
+    from prunelab.train import train_model
+
+    spec = {"name": "mlp", "options": {"hidden": [16]}}
+    steps = []
+    for cap in (None, 3):
+        model = build_model(architecture_for(spec, data))
+        count = [0]
+        cfg = {"epochs": 2, "batch_size": 16, "lr": 0.05, "steps_per_epoch": cap}
+        res = train_model(model, data, cfg, torch.device("cpu"), seed=0, after_step=lambda: count.__setitem__(0, count[0] + 1))
+        steps.append(count[0])
+        assert len(res.history) == 2
+    n = len(data["train"]["y"])
+    assert steps == [2 * -(-n // 16), 2 * 3]

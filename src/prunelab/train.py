@@ -120,7 +120,8 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
     """Train `model` in place on data['train'], validating on data['val'] every epoch.
 
     data: a prepared dataset (uint8 images, see prunelab.data). cfg: epochs, batch_size, lr, momentum,
-    weight_decay, schedule, milestones, gamma, augment (bool), select ('best_val' | 'last').
+    weight_decay, schedule, milestones, gamma, augment (bool), select ('best_val' | 'last'), steps_per_epoch
+    (None: the whole train split each epoch; k: k batches of a fresh seeded permutation).
     after_step: called after each optimiser step (e.g. re-apply pruning masks). extra_loss: a scalar added to
     the cross-entropy (e.g. a pruning-aware regulariser, already scaled). before_epoch(epoch, model): called
     at the start of each epoch (gradual pruning). on_epoch(record): per-epoch record {epoch, lr, loss_train,
@@ -147,6 +148,8 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
             group["lr"] = lr_at(epoch, cfg)
         model.train()
         order = torch.randperm(len(x_train), generator=gen).to(device)
+        if cfg.get("steps_per_epoch"):  # a seeded random subset of the split each epoch
+            order = order[: int(cfg["steps_per_epoch"]) * bs]
         loss_sum, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]

@@ -102,10 +102,54 @@ def regime_archs(regime):
     return [a for a in ARCHS if not limit or a in limit]
 
 
-def regime_methods(regime):
-    """Methods run after training in `regime` (pat may be limited, config regularizer.methods)."""
+def inapplicable_pairs():
+    """{(arch, method or variant): reason} for the methods that cannot score an architecture (e.g. bn_scale
+    without BatchNorm): those pairs are skipped (logged); a method that applies to no arch is an error.
+    """
+    from snakemake.logging import logger
+    from prunelab.config_data_checks import dataset_sizes
+    from prunelab.methods import inapplicable_reason
+    from prunelab.models import build_model
+
+    in_shape, classes, _, _ = dataset_sizes(config["dataset"])
+    bases = sorted({base for base, _ in METHOD_VARIANTS.values()})
+    pairs = {}
+    for a in ARCHS:
+        arch = {
+            **config["archs"][a],
+            "in_shape": list(in_shape),
+            "num_classes": classes,
+        }
+        model = build_model(arch)
+        for base in bases:
+            reason = inapplicable_reason(base, model)
+            if reason:
+                pairs[(a, base)] = reason
+                pairs.update(
+                    {
+                        (a, m): reason
+                        for m, (b, _) in METHOD_VARIANTS.items()
+                        if b == base
+                    }
+                )
+                logger.info(f"method {base} is not run on arch {a}: {reason}")
+    for base in bases:
+        reasons = [pairs[(a, base)] for a in ARCHS if (a, base) in pairs]
+        if len(reasons) == len(ARCHS):
+            raise WorkflowError(
+                f"invalid config: methods.{base} applies to no arch of the experiment ({reasons[0]})"
+            )
+    return pairs
+
+
+INAPPLICABLE = inapplicable_pairs()
+
+
+def regime_methods(regime, arch=None):
+    """Methods run after training in `regime` (pat may be limited, config regularizer.methods), on `arch`
+    (methods that cannot score it are left out)."""
     limit = config["regularizer"]["methods"] if regime == "pat" else None
-    return select_variants(METHODS, limit)
+    return [m for m in select_variants(METHODS, limit) if (arch, m) not in INAPPLICABLE]
 
 
 def method_config(wc):
@@ -113,10 +157,12 @@ def method_config(wc):
     return METHOD_VARIANTS[wc.method][1]
 
 
-def methods_for(granularity, regime="standard"):
-    """Variants run in `regime` whose method scores `granularity` (the registry declares which)."""
+def methods_for(granularity, regime="standard", arch=None):
+    """Variants run in `regime` on `arch` whose method scores `granularity` (the registry declares which)."""
     return [
-        m for m in regime_methods(regime) if granularity in get_method(m).granularities
+        m
+        for m in regime_methods(regime, arch)
+        if granularity in get_method(m).granularities
     ]
 
 
@@ -144,7 +190,7 @@ def prune_combos():
         (a, g, s, m, gr, r)
         for a, g, s in baseline_combos()
         for gr in ("unstructured", "structured")
-        for m in methods_for(gr, g)
+        for m in methods_for(gr, g, a)
         for r in ratios(gr)
     ]
 
@@ -165,7 +211,7 @@ def score_files():
     return [
         f"{R}/scores/{a}/{g}/seed{s}/{m}.pt"
         for a, g, s in baseline_combos()
-        for m in regime_methods(g)
+        for m in regime_methods(g, a)
     ]
 
 
@@ -241,7 +287,7 @@ def scratch_metrics():
         f"{R}/scratch/{a}/{g}/seed{s}/{m}/structured/r{r}/metrics.json"
         for a, g, s in baseline_combos()
         for m in scratch_methods()
-        if m in regime_methods(g)
+        if m in regime_methods(g, a)
         for r in scratch_ratios()
     ]
 
@@ -276,19 +322,19 @@ def common_params(**extra):
     )
 
 
-def statistics_needed(regime):
-    """Statistics the variants run in `regime` need (their union): what a collect_stats job computes. Only
-    this is a param, so adding a variant that needs nothing new reruns no statistics pass.
+def statistics_needed(regime, arch):
+    """Statistics the variants run in `regime` on `arch` need (their union): what a collect_stats job
+    computes. Only this is a param, so adding a variant that needs nothing new reruns no statistics pass.
     """
-    variants = regime_methods(regime)
+    variants = regime_methods(regime, arch)
     return sorted(
         required_statistics(variants, {m: METHOD_VARIANTS[m][1] for m in variants})
     )
 
 
-def lrp_rule(regime):
-    """frs's LRP-αβ options when `regime`'s statistics include relevance, else None."""
-    return frs_config() if "relevance" in statistics_needed(regime) else None
+def lrp_rule(regime, arch):
+    """frs's LRP-αβ options when the statistics of `regime` on `arch` include relevance, else None."""
+    return frs_config() if "relevance" in statistics_needed(regime, arch) else None
 
 
 def iterative_settings(wc):

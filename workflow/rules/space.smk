@@ -72,7 +72,7 @@ rule space_summary:
         # the fine-tuned structured models of the same standard baseline, as configured
         structured=lambda wc: [
             f"{R}/finetuned/{wc.arch}/standard/seed{wc.seed}/{m}/structured/r{r}/metrics.json"
-            for m in methods_for("structured")
+            for m in methods_for("structured", "standard", wc.arch)
             for r in ratios("structured")
             if "standard" in REGIMES
         ],

@@ -16,7 +16,7 @@ rule collect_stats:
     params:
         **common_params(),
         stats=config["stats"],
-        needs=lambda wc: statistics_needed(wc.regime),
-        lrp=lambda wc: lrp_rule(wc.regime),
+        needs=lambda wc: statistics_needed(wc.regime, wc.arch),
+        lrp=lambda wc: lrp_rule(wc.regime, wc.arch),
     script:
         "../../scripts/collect_stats.py"
