@@ -160,7 +160,8 @@ class DenseLatency(dict):
 
 def dense_latency(dense_model: nn.Module, in_shape, device, latency_cfg: dict | None = None) -> DenseLatency:
     """`DenseLatency` of a dense model (its timing form is built once per job)."""
-    return DenseLatency(timing_form(dense_model, in_shape, device, latency_cfg), latency_form(_settings(latency_cfg)[2]))
+    form = timing_form(dense_model, in_shape, device, latency_cfg)
+    return DenseLatency(form, latency_form(_settings(latency_cfg)[2]))
 
 
 @torch.no_grad()

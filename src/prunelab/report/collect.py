@@ -130,7 +130,8 @@ def _parse_variant(name: str) -> tuple[str, dict]:
 
 def variant(method) -> tuple[str | None, str | None, float]:
     """(base method, swept key, value) of a method name: `screening-lambda0.25` → ('screening', 'lambda', 0.25)
-    (prunelab.methods.variants naming; legacy `screening_l0.25` too); a plain or multi-key name → (name, None, nan)."""
+    (prunelab.methods.variants naming; legacy `screening_l0.25` too); a plain or multi-key name → (name, None,
+    nan)."""
     if _num(method) is None:
         return None, None, np.nan
     m = _LAMBDA_NAME.match(str(method))

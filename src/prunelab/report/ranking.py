@@ -11,12 +11,16 @@ from .collect import method_rank
 from .significance import ALPHA, critical_difference, friedman, log_auc, t_interval
 
 TABLE = ["dataset", "arch", "regime", "gran"]
+AUC_COLUMNS = ["dataset", "arch", "regime", "granularity", "method", "style", "ratios", "n_seeds", "auc", "auc_lo",
+               "auc_hi", "auc_norm", "auc_norm_lo", "auc_norm_hi"]
+RANK_COLUMNS = ["method", "mean_rank", "n_settings"]
 ONESHOT = ("pruned", "finetuned")
 
 
 def auc_frame(sel: pd.DataFrame) -> pd.DataFrame:
     """Per dataset × arch × regime × granularity × method: trapezoid area under test top-1 (%) vs ln(compression)
-    over the ratios every method of the table has, per seed, then mean and 95 % t-interval over seeds.
+    over the ratios every method of the table has (methods run at a single ratio left out), per seed, then mean and
+    95 % t-interval over seeds.
 
     auc: %·ln(×); auc_norm: auc / ln-compression width (the curve's mean top-1, %). Tables where the methods share
     fewer than two ratios are left out."""
@@ -24,10 +28,13 @@ def auc_frame(sel: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (ds, arch, regime, gran), t in d.groupby(TABLE, sort=False, dropna=False):
         per = {lab: set(g["ratio"].dropna()) for lab, g in t.groupby("label", sort=False)}
+        per = {lab: r for lab, r in per.items() if len(r) >= 2}  # a single point has no curve
         shared = sorted(set.intersection(*per.values())) if per else []
         if len(shared) < 2:
             continue
         for lab, g in t.groupby("label", sort=False):
+            if lab not in per:
+                continue
             g = g[g["ratio"].isin(shared)]
             areas, norms = [], []
             for _, s in g.groupby("seed"):
@@ -45,8 +52,9 @@ def auc_frame(sel: pd.DataFrame) -> pd.DataFrame:
                              auc=m, auc_lo=lo, auc_hi=hi, auc_norm=nm, auc_norm_lo=nlo, auc_norm_hi=nhi))
     grank = {"unstructured": 0, "structured": 1}
     rows.sort(key=lambda r: (str(r["dataset"]), str(r["arch"]), str(r["regime"]),
-                             grank.get(r["granularity"], 2), str(r["granularity"]), method_rank(r["method"], r["style"])))
-    return pd.DataFrame(rows)
+                             grank.get(r["granularity"], 2), str(r["granularity"]),
+                             method_rank(r["method"], r["style"])))
+    return pd.DataFrame(rows, columns=AUC_COLUMNS)
 
 
 def rank_frame(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -57,14 +65,14 @@ def rank_frame(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     s = summary[summary["stage"].isin(ONESHOT)] if not summary.empty else summary
     info = dict(k=0, n=0, chi2=math.nan, p=math.nan, iman_davenport=math.nan, cd=math.nan, dropped=[])
     if s.empty:
-        return pd.DataFrame(), info
+        return pd.DataFrame(columns=RANK_COLUMNS), info
     key = ["dataset", "arch", "regime", "granularity", "ratio"]
     wide = s.pivot_table(index=key, columns="method", values="top1_mean", aggfunc="mean")
     complete = [m for m in wide.columns if wide[m].notna().all()]
     info["dropped"] = sorted(set(wide.columns) - set(complete))
     wide = wide[sorted(complete, key=method_rank)]
     if wide.shape[1] < 2 or wide.shape[0] < 2:
-        return pd.DataFrame(), info
+        return pd.DataFrame(columns=RANK_COLUMNS), info
     ranks, chi2, p, ff = friedman(wide.to_numpy(float))
     k, n = wide.shape[1], wide.shape[0]
     info.update(k=k, n=n, chi2=chi2, p=p, iman_davenport=ff, cd=critical_difference(k, n))
