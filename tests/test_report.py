@@ -357,17 +357,19 @@ def test_variant_labels_and_styles():
              _rec(arch="a", seed=0, stage="finetuned", method="screening_l0.75", granularity="structured",
                   ratio_requested=0.5, regime=None)]
     rows += [_rec(arch="a", seed=0, stage="finetuned", method=m, granularity="structured", ratio_requested=0.5)
-             for m in ("contribution-kappa1", "frs-alpha1-beta0", "random-seed2", "screening-lambda0.5")]
+             for m in ("contribution-kappa1", "frs-alpha1-beta0", "random-seed2", "screening-lambda0.5",
+                       "contribution-kappam1")]
     df = annotate(records_frame(rows)).set_index("label")
     assert set(df.index) == {"screening (lambda=0.25)", "screening (lambda=1.0)", "magnitude (iterative)",
                              "magnitude (scratch)", "screening_l0.75", "contribution-kappa1", "frs-alpha1-beta0",
-                             "random-seed2", "screening-lambda0.5"}
+                             "random-seed2", "screening-lambda0.5", "contribution-kappam1"}
     assert df.loc["magnitude (scratch)", "style"] == "scratch" and df.loc["magnitude (scratch)", "gran"] == "structured"
     assert df.loc["screening_l0.75", "vval"] == 0.75 and df.loc["screening_l0.75", "style"] == "screening"
     assert df.loc["screening (lambda=0.25)", "vval"] == 0.25 and df.loc["screening_l0.75", "pair_regime"] == "standard"
     assert tuple(df.loc["contribution-kappa1", ["base", "vkey", "vval", "style"]]) == \
         ("contribution", "kappa", 1.0, "contribution")
     assert tuple(df.loc["random-seed2", ["base", "vkey", "vval"]]) == ("random", "seed", 2.0)
+    assert tuple(df.loc["contribution-kappam1", ["vkey", "vval"]]) == ("kappa", -1.0)  # negative value written 'm'
     assert df.loc["frs-alpha1-beta0", "base"] == "frs" and pd.isna(df.loc["frs-alpha1-beta0", "vkey"])  # two keys
     assert pd.isna(df.loc["magnitude (iterative)", "vkey"])
 

@@ -112,9 +112,10 @@ def _num(v):
 
 
 def _parse_variant(name: str) -> tuple[str, dict]:
-    """prunelab.methods.variants.parse_variant; a local reading of the same naming where that package cannot be
-    imported (`base-<key><value>[-<key><value>...]`, a negative value written with 'm')."""
+    """prunelab.methods.variant_options (parse_variant with the method's option keys); a local reading of the same
+    naming where that package cannot be imported (`base-<key><value>[-<key><value>...]`, a negative value written with 'm')."""
     try:
+        from prunelab.methods import variant_options
         from prunelab.methods.variants import parse_variant
     except ImportError:
         base, *parts = name.split("-")
@@ -125,7 +126,10 @@ def _parse_variant(name: str) -> tuple[str, dict]:
                 raise ValueError(f"method variant {name!r}: cannot read {part!r} as <option><value>") from None
             swept[m.group(1)] = float(m.group(2).replace("m", "-"))
         return base, swept
-    return parse_variant(name)
+    try:
+        return variant_options(name)  # the method's own option keys settle where a key ends (`kappam1` = -1)
+    except (KeyError, ValueError):  # a method this install does not register
+        return parse_variant(name)
 
 
 def variant(method) -> tuple[str | None, str | None, float]:
