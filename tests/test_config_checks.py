@@ -318,3 +318,13 @@ def test_unstructured_reachability_matches_the_pruner(keep):
             assert "config key 'granularities.unstructured'" in error_of(cfg)
         else:
             cc.check_config(filled(cfg))
+
+
+def test_granularities_left_out_is_a_baseline_run(tmp_path):
+    """granularities left to its default ({}) trains baselines only; written out empty, it is refused."""
+    minimal = {"experiment": "m", "dataset": {"name": "digits"}, "archs": {"mlp": {"name": "mlp"}}, "seeds": [0]}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(minimal))
+    cc.check_config(filled(minimal), [str(path)])
+    path.write_text(yaml.safe_dump({**minimal, "granularities": {}}))
+    assert "config key 'granularities'" in error_of({**minimal, "granularities": {}}, [path])

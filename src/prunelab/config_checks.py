@@ -36,12 +36,11 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
     config_files: the YAML files the config was read from (duplicate keys). check_device: False where jobs run
     on other machines (cluster), whose GPUs this one cannot see.
     """
-    for path in config_files:
-        check_duplicate_keys(path)
+    given = set().union(*(check_duplicate_keys(path) for path in config_files)) if config_files else None
     check_experiment(cfg["experiment"])
     check_ratios(cfg)
     check_methods(cfg)
-    check_sections(cfg)
+    check_sections(cfg, given)
     check_schedule(cfg)
     if check_device:
         check_device_available(cfg["device"])
@@ -70,15 +69,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def check_duplicate_keys(path: str | Path) -> None:
-    """Re-read a YAML config file, rejecting duplicate keys at any depth (JSON files are YAML too)."""
+def check_duplicate_keys(path: str | Path) -> set[str]:
+    """Re-read a YAML config file, rejecting duplicate keys at any depth (JSON files are YAML too); returns
+    the top-level keys it sets."""
     with open(path) as fh:
         loader = _UniqueKeyLoader(fh)
         loader.name = str(path)
         try:
-            loader.get_single_data()
+            data = loader.get_single_data()
         finally:
             loader.dispose()
+    return set(data) if isinstance(data, dict) else set()
 
 
 def check_experiment(name: str) -> None:
@@ -152,8 +153,10 @@ def _selectable(cfg: dict) -> list[str]:
     return list(dict.fromkeys([*cfg["methods"], *expand_methods(cfg["methods"])]))
 
 
-def check_sections(cfg: dict) -> None:
-    """Names in sections must exist, and every enabled section must schedule at least one job."""
+def check_sections(cfg: dict, given: set[str] | None = None) -> None:
+    """Names in sections must exist, and every enabled section must schedule at least one job. given: the
+    top-level keys the config files set (None: all); granularities left to its default ({}) is a run of
+    baselines only, which is allowed."""
     archs, methods = list(cfg["archs"]), _selectable(cfg)
     ratios = {g: list(cfg["granularities"].get(g) or []) for g in ("unstructured", "structured")}
     structured = ratios["structured"]
@@ -167,6 +170,8 @@ def check_sections(cfg: dict) -> None:
     unknown("regularizer.archs", reg["archs"] or [], archs, "archs")
     unknown("regularizer.methods", reg["methods"] or [], methods, "methods")
     extra = cfg["gradual"]["enabled"] or cfg["space"]["enabled"] or cfg["scratch"]["enabled"]
+    if given is not None and "granularities" not in given:
+        extra = True  # baselines only, asked for by leaving granularities out
     if not any(ratios.values()) and not extra:
         raise ConfigError("config key 'granularities': no ratio under unstructured or structured, and gradual, "
                           "scratch and space are off: nothing would be pruned; expected at least one ratio")
