@@ -197,7 +197,7 @@ def fisher_by_hand(net, x, y, names):
 
 @pytest.mark.parametrize("chunk,shifted", [(1 << 24, 8), (50, 8), (1 << 24, 1)])   # im2col: one chunk, one sample
 def test_obd_is_half_fisher_times_squared_weight_by_per_sample_autograd(monkeypatch, chunk, shifted):
-    monkeypatch.setattr(stats_extra, "CHUNK_ELEMENTS", chunk)             # per chunk; conv2 by shifted views
+    monkeypatch.setattr(stats_extra, "CHUNK_ELEMENTS", chunk)      # shifted=1: both convs (stride 2, 1) by views
     monkeypatch.setattr(stats_extra, "SHIFTED_MIN_CHANNELS", shifted)
     net, (x, y) = convnet(), data()
     names = ["conv1", "conv2", "fc1", "fc2"]
