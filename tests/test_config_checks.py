@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from snakemake.utils import validate
 
 from conftest import REPO, TINY, snakemake
 from prunelab import config_checks as cc
+from prunelab.config_model_checks import _meta_build as meta_build
 from prunelab import datasets_io
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -80,6 +80,7 @@ HOSTILE = [  # (edits, key named in the message)
     ([("archs.cnn.name", "tv:resnet_nope")], "archs.cnn.name"),
     ([("archs.cnn", {"name": "tv:resnet18", "options": {"weights": "x"}})], "archs.cnn.options"),
     ([("archs.cnn", {"name": "tv:resnet18", "options": {"no_such": 1}})], "archs.cnn.options"),
+    ([("archs.cnn", {"name": "tv:alexnet"})], "archs.cnn"),  # 8x8 digits shrink to nothing
     ([("archs.mlp.options", {"hidden": 3})], "archs.mlp.options"),
     ([("archs.mlp.options", {"hidden": [0]})], "archs.mlp.options"),
     ([("archs.cnn.options", {"widths": "a"})], "archs.cnn.options"),
@@ -113,6 +114,7 @@ HOSTILE = [  # (edits, key named in the message)
     ([("regimes", ["standard", "pat"]), ("regularizer.archs", ["cnnn"])], "regularizer.archs"),
     ([("regimes", ["standard", "pat"]), ("regularizer.methods", ["taylor"])], "regularizer.methods"),
     ([("regimes", ["standard", "pat"]), ("regularizer.methods", [])], "regularizer.methods"),
+    ([("regularizer.archs", ["cnn"])], "regularizer"),  # regimes: [standard] only
     ([("scratch", {"enabled": True, "methods": ["taylor"]})], "scratch.methods"),
     ([("scratch", {"enabled": True, "methods": []})], "scratch.methods"),
     ([("scratch", {"enabled": True}), ("granularities", {"unstructured": [0.5]})], "scratch.ratios"),
@@ -288,7 +290,7 @@ def test_unit_counts_match_torch_pruning_groups(name, in_shape):
 
     arch = {"name": name, "options": {}, "in_shape": in_shape, "num_classes": 10}
     model = build_model(arch).eval()
-    with cc._meta_build():
+    with meta_build():
         meta = build_model(arch)
     skip = set(auto_ignore(model, name)) | {classifier_name(model)}
     groups = [g for g in structured_groups(model, torch.zeros(2, *in_shape), "inner") if not skip & set(g["members"])]

@@ -1,0 +1,183 @@
+"""Model checks of a config (part of `prunelab.config_checks`, run at DAG time).
+
+Names and options against the registry (`prunelab.models.MODELS`, builder signatures) and torchvision's list;
+then each model is built on the meta device with initialisation skipped (milliseconds, no memory) for its
+layer names (ignore_layers) and widths (whether the requested ratios can be reached). torchvision is imported
+only for a `tv:` model, whose forward pass on its input shape is also checked (meta device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+
+from prunelab.config_data_checks import ConfigError
+
+# Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
+DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
+
+
+def _noop_init(*args, **kwargs):
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
+@contextlib.contextmanager
+def _meta_build():
+    """Build modules on the meta device with torch.nn.init skipped (random init on meta imports torch._dynamo:
+    seconds; the values are meaningless there anyway)."""
+    import torch
+    from torch import nn
+
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, _noop_init)
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def check_model_name(key: str, name: str, options: dict) -> None:
+    """Name in the registry (options in the builder's signature) or in torchvision's list."""
+    from prunelab.models import MODELS, TV_PREFIX, model_names
+
+    if name.startswith(TV_PREFIX):
+        import torchvision
+
+        tv = name[len(TV_PREFIX):]
+        if tv not in torchvision.models.list_models(module=torchvision.models):
+            raise ConfigError(f"config key '{key}.name': {tv!r} is not a torchvision classification model; "
+                              "expected a name of torchvision.models.list_models(module=torchvision.models)")
+        bad = sorted({"weights", "num_classes"} & set(options))
+        if bad:
+            raise ConfigError(f"config key '{key}.options': {bad} are set by prunelab (weights=None, classes "
+                              "from the dataset); remove them")
+        return
+    if name not in MODELS:
+        raise ConfigError(f"config key '{key}.name': unknown model {name!r}; expected one of {model_names()} "
+                          f"or '{TV_PREFIX}<torchvision model>'")
+    valid = [p for p in inspect.signature(MODELS[name]).parameters if p not in ("in_shape", "num_classes")]
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ConfigError(f"config key '{key}.options': unknown options {bad} for model {name!r}; "
+                          f"expected some of {valid}")
+
+
+def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
+    """Model name and options, then on the meta-built model: ignore_layers names, structured prunability,
+    prune.round_to against the layers' widths."""
+    from prunelab.models import build_model, classifier_name, prunable_layers
+
+    where, options = f"archs.{key}", arch["options"] or {}
+    check_model_name(where, arch["name"], options)
+    try:
+        with _meta_build():
+            model = build_model({"name": arch["name"], "options": options, "in_shape": list(in_shape),
+                                 "num_classes": classes})
+    except (ValueError, TypeError) as err:
+        at = f"'{where}.options'" if "option" in str(err) else \
+            f"'{where}' (input {list(in_shape)} from dataset {cfg['dataset']['name']!r})"
+        raise ConfigError(f"config key {at}: {err}".replace("\n", " ")) from None
+    if arch["name"].startswith("tv:"):  # prunelab's builders check their input size; torchvision's do not
+        _check_forward(model, where, in_shape, cfg["dataset"]["name"])
+    layers = dict(prunable_layers(model))
+    head = classifier_name(model)
+    for sect in ("prune", "gradual"):
+        if sect == "gradual" and not (cfg["gradual"]["enabled"] and key in _gradual_archs(cfg)):
+            continue
+        bad = [n for n in cfg[sect]["ignore_layers"] if n not in layers]
+        if bad:
+            raise ConfigError(f"config key '{sect}.ignore_layers': {bad} are not prunable layers of arch {key!r}; "
+                              f"expected some of {list(layers)}")
+    if cfg["gradual"]["enabled"] and key in _gradual_archs(cfg):
+        _check_gradual(cfg, key, arch["name"], model, layers, head)
+    _check_prunable(cfg, key, arch["name"], model, layers, head)
+
+
+def _check_forward(model, where: str, in_shape, dataset: str) -> None:
+    """One forward pass on the meta device (shapes only: milliseconds once torchvision is imported)."""
+    import torch
+
+    try:
+        with _meta_build(), torch.no_grad():
+            model.eval()(torch.empty(1, *in_shape))
+    except Exception as err:
+        raise ConfigError(f"config key '{where}': the model cannot run on input {list(in_shape)} of dataset "
+                          f"{dataset!r} ({type(err).__name__}: {err}); set dataset.image_size or pick another model"
+                          .replace("\n", " ")) from None
+
+
+def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
+    """Every requested ratio can be reached on arch `key` (prunelab.prune caps it silently otherwise):
+    unstructured, each layer keeps max(1, ceil(min_keep_fraction x weights)); structured, each layer keeps
+    min_keep_units, rounded up to prune.round_to (exact for models without residual adds, where every
+    Conv/Linear but the classifier is its own group; elsewhere only 'nothing left to prune' is checked)."""
+    from prunelab.models import Add, ShortcutA
+
+    p, gran = cfg["prune"], cfg["granularities"]
+    kept = {n: m.weight for n, m in layers.items() if n not in p["ignore_layers"]}
+    if not kept:
+        raise ConfigError(f"config key 'prune.ignore_layers': names every prunable layer of arch {key!r}: "
+                          "nothing to prune")
+    total = sum(w.numel() for w in kept.values())
+    cap = total - sum(max(1, math.ceil(p["min_keep_fraction"] * w.numel())) for w in kept.values())
+    for r in gran.get("unstructured") or []:
+        if r - cap / total > 0.005:
+            raise ConfigError(f"config key 'granularities.unstructured': {r} cannot be reached on arch {key!r}: "
+                              f"prune.min_keep_fraction {p['min_keep_fraction']} leaves at most {cap / total:.3f} "
+                              "prunable")
+    if not gran.get("structured"):
+        return
+    widths = [w.shape[0] for n, w in kept.items() if n != head]
+    if not widths:
+        raise ConfigError(f"config key 'archs.{key}': structured pruning requested (granularities.structured) but "
+                          f"{name} has no prunable units besides the classifier {head!r} and prune.ignore_layers "
+                          "(an MLP needs a hidden layer)")
+    rt, mku = p["round_to"], p["min_keep_units"]
+    if rt > 1 and rt >= max(widths):
+        raise ConfigError(f"config key 'prune.round_to': {rt} >= the widest prunable layer of arch {key!r} "
+                          f"({max(widths)} units): every layer would keep all its units (achieved ratio 0); "
+                          f"expected round_to below {max(widths)}")
+    residual = any(isinstance(m, (Add, ShortcutA)) for m in model.modules())
+    most = sum(u - min(mku, u) for u in widths) / sum(widths)
+    worst = max(gran["structured"])
+    if not residual and not name.startswith("tv:") and worst - most > 0.005:
+        raise ConfigError(f"config key 'granularities.structured': {worst} cannot be reached on arch {key!r}: "
+                          f"prune.min_keep_units {mku} per layer leaves at most {most:.3f} of its units prunable")
+
+
+def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
+    """Gradual FRS on arch `key` has channels to prune, and channels_per_step x steps reaches every ratio
+    (exact for models without residual adds: every Conv/Linear but the classifier, gradual.ignore_layers and
+    VGG's first two convs is its own group, as prunelab.gradual selects them)."""
+    from prunelab.gradual import auto_ignore
+    from prunelab.models import Add, ShortcutA
+
+    g = cfg["gradual"]
+    skip = set(g["ignore_layers"]) | set(auto_ignore(model, name)) | {head}
+    widths = [m.weight.shape[0] for n, m in layers.items() if n not in skip]
+    if not widths:
+        raise ConfigError(f"config key 'gradual.archs': arch {key!r} ({name}) has no prunable units besides the "
+                          f"classifier {head!r} and gradual.ignore_layers: nothing to prune")
+    per_step = g["channels_per_step"]
+    if per_step is None or name.startswith("tv:") or any(isinstance(m, (Add, ShortcutA)) for m in model.modules()):
+        return
+    epochs = cfg["train"]["epochs"]
+    steps = (epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]) // g["interval"]
+    mku, total = cfg["prune"]["min_keep_units"], sum(widths)
+    cap = sum(u - min(mku, u) for u in widths)
+    for r in g["ratios"] or cfg["granularities"].get("structured") or []:
+        target = min(math.floor(r * total + 0.5), cap)
+        if per_step * steps < target:
+            raise ConfigError(f"config key 'gradual.channels_per_step': {steps} steps of {per_step} channels cannot "
+                              f"reach ratio {r} on arch {key!r} ({target} of {total} channels); expected at least "
+                              f"{math.ceil(target / steps)}, or more steps (stop_epoch, interval)")
+
+
+def _gradual_archs(cfg: dict) -> list[str]:
+    names = cfg["gradual"]["archs"]
+    return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY_MODELS]
