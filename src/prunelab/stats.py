@@ -90,7 +90,7 @@ def conv_geometry(layer: nn.Conv2d, name: str) -> dict:
     """stride / padding / dilation of a Conv2d for functional calls; refuses what the formulas don't cover."""
     if layer.groups != 1:
         raise ValueError(f"layer '{name}': grouped Conv2d (groups={layer.groups}) is not supported by "
-                         "the contribution statistics")
+                         "the contribution and fisher statistics")
     if layer.padding_mode != "zeros" or isinstance(layer.padding, str) and layer.padding != "valid":
         raise ValueError(f"layer '{name}': Conv2d padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
                          "is not supported (need integer zero padding)")

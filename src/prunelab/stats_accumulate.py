@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunelab.stats_extra import fisher_sq_sum, input_sqnorm, rank_sum
+from prunelab.stats_extra import extra_specs, fisher_geometry, fisher_sq_sum, input_sqnorm, rank_sum
 
 
 def unit_values(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -257,18 +257,8 @@ class Collector:
             self.terms = None                          # B×T per-sample unit terms t (model dtype) and ones(B)
             self.params = [m.weight for _, m in layers]
             self.weight_keys = [(n, "grad") for n, _ in layers] + ["units"]
-        for n, m in layers:                            # wanda, hrank, obd (prunelab.stats_extra)
-            w = m.weight
-            if self.want_sqnorm:
-                specs[(n, "sqnorm")] = ((w.shape[1],), w.dtype)
-            if self.want_rank:
-                specs[(n, "rank")] = ((w.shape[0],), w.dtype)
-            if self.fisher:
-                specs[(n, "fisher")] = (w.shape, w.dtype)
-        if self.fisher:
-            from prunelab.stats import conv_geometry   # (stats imports this module)
-
-            self.geo = {n: None if isinstance(m, nn.Linear) else conv_geometry(m, n) for n, m in layers}
+        specs.update(extra_specs(layers, needs))       # wanda, hrank, obd (prunelab.stats_extra)
+        self.geo = fisher_geometry(layers) if self.fisher else {}
         self.io: dict[str, tuple] = {}                 # fisher: layer -> (input, output, output version)
         weight = layers[0][1].weight
         self.weights = WeightSums(specs, weight.device, acc_device) if specs else None

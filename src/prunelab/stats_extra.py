@@ -27,6 +27,25 @@ CHUNK_ELEMENTS = 1 << 24          # per-sample gradient / unfolded input element
 SHIFTED_MIN_CHANNELS = 8          # convs with this many input channels or more: shifted views, no im2col
 
 
+def extra_specs(layers: list, needs: set[str]) -> dict:
+    """Staging specs {(layer, key): (shape, dtype)} of the needed statistics among these three."""
+    specs = {}
+    for n, m in layers:
+        w = m.weight
+        for stat, key, shape in (("input_sqnorm", "sqnorm", (w.shape[1],)), ("feature_rank", "rank", (w.shape[0],)),
+                                 ("fisher", "fisher", w.shape)):
+            if stat in needs:
+                specs[(n, key)] = (shape, w.dtype)
+    return specs
+
+
+def fisher_geometry(layers: list) -> dict:
+    """{layer: None (Linear) or its conv geometry (prunelab.stats.conv_geometry)}."""
+    from prunelab.stats import conv_geometry           # (prunelab.stats imports this module)
+
+    return {n: None if isinstance(m, nn.Linear) else conv_geometry(m, n) for n, m in layers}
+
+
 def input_sqnorm(a: torch.Tensor, out: torch.Tensor, name: str, scratch=None) -> None:
     """out (I) ← Σ over samples and positions of a², a: B×I or B×C×H×W; scratch: a prunelab.stats_accumulate
     Scratch for a² (a² then a plain sum is 3–5× faster on CPU than linalg.vector_norm's strided reduction)."""
