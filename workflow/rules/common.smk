@@ -92,8 +92,15 @@ def fmt_ratio(r):
     return f"{float(r):.2f}"
 
 
-def ratios(granularity):
-    return [fmt_ratio(r) for r in config["granularities"].get(granularity, [])]
+def model_spec(arch):
+    """The model of config arch `arch`: {name, options} (its granularities only pick jobs)."""
+    return {k: config["archs"][arch][k] for k in ("name", "options")}
+
+
+def ratios(granularity, arch=None):
+    """Ratios (path form) of `granularity`: the arch's own granularities where it sets them, else the top level."""
+    own = config["archs"][arch].get("granularities") if arch else None
+    return [fmt_ratio(r) for r in (own or config["granularities"]).get(granularity, [])]
 
 
 def regime_archs(regime):
@@ -116,7 +123,7 @@ def inapplicable_pairs():
     pairs = {}
     for a in ARCHS:
         arch = {
-            **config["archs"][a],
+            **model_spec(a),
             "in_shape": list(in_shape),
             "num_classes": classes,
         }
@@ -191,7 +198,7 @@ def prune_combos():
         for a, g, s in baseline_combos()
         for gr in ("unstructured", "structured")
         for m in methods_for(gr, g, a)
-        for r in ratios(gr)
+        for r in ratios(gr, a)
     ]
 
 
@@ -346,7 +353,7 @@ def iterative_settings(wc):
 
 
 def arch_spec(wc):
-    return config["archs"][wc.arch]
+    return model_spec(wc.arch)
 
 
 def train_config(wc):

@@ -73,7 +73,7 @@ rule space_summary:
         structured=lambda wc: [
             f"{R}/finetuned/{wc.arch}/standard/seed{wc.seed}/{m}/structured/r{r}/metrics.json"
             for m in methods_for("structured", "standard", wc.arch)
-            for r in ratios("structured")
+            for r in ratios("structured", wc.arch)
             if "standard" in REGIMES
         ],
     output:
