@@ -272,3 +272,23 @@ def test_new_statistics_only_when_declared():
         entry = collect_statistics(net, x, y, {need}, 3, 4, "cpu")["layers"]["conv2"]
         assert key in entry and not (set(keys.values()) - {key}) & set(entry)
     assert required_statistics(["wanda", "lamp", "fpgm", "bn_scale", "hrank", "obd"]) == set(keys)
+
+
+def test_new_methods_score_zoo_models_in_the_file_contract_or_say_why_not():
+    from prunelab.prune import validate_scores
+
+    new = ["wanda", "lamp", "fpgm", "bn_scale", "hrank", "obd"]
+    refused = set()
+    for arch, shape in (("mlp", [1, 8, 8]), ("cnn", [1, 8, 8]), ("resnet20", [3, 8, 8])):
+        model = build_model({"name": arch, "options": {}, "in_shape": shape, "num_classes": 4})
+        x, y = torch.randn(16, *shape), torch.arange(16) % 4
+        usable = [m for m in new if inapplicable_reason(m, model) is None]
+        refused |= {(arch, m) for m in new if m not in usable}
+        stats = collect_statistics(model, x, y, required_statistics(usable), 4, 8, "cpu")
+        for method in usable:
+            scores = score_model(model, stats, method)
+            validate_scores(model, scores)
+            for entry in scores["layers"].values():
+                for kind in ("unstructured", "structured"):
+                    assert (entry[kind] is not None) <= (kind in METHODS[method].granularities)
+    assert refused == {("mlp", "bn_scale"), ("mlp", "hrank")}
