@@ -141,8 +141,10 @@ def make_workdir(path: Path) -> Path:
 
 
 def run_snakemake(workdir: Path, config: Path, cores: int, log: Path, trace: Path | None = None,
-                  scheduler: str = "greedy", fast_exit: bool = False) -> tuple[float, str, int]:
-    cmd = [str(BIN / "snakemake"), "--configfile", str(config), "--cores", str(cores), "--scheduler", scheduler]
+                  scheduler: str = "greedy", fast_exit: bool = False, keep_going: bool = False
+                  ) -> tuple[float, str, int]:
+    cmd = [str(BIN / "snakemake"), "--configfile", str(config), "--cores", str(cores), "--scheduler", scheduler,
+           *(["--keep-going"] if keep_going else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=job_env(trace, fast_exit), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -267,6 +269,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="config/config.yaml", help="experiment config (default: the default one)")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep-going", action="store_true", help="let independent jobs finish when one fails")
     ap.add_argument("--scheduler", default="greedy", choices=("greedy", "ilp"),
                     help="Snakemake's job scheduler (make run uses greedy; ilp is Snakemake's default)")
     ap.add_argument("--workdir", help="throw-away workflow folder (default results/bench/pipeline/<experiment>)")
@@ -313,7 +316,7 @@ def main() -> int:
         ap.error("--fast-exit works through the tracing sitecustomize: drop --no-trace")
     trace = None if args.no_trace else workdir / ".trace"
     wall, stdout, rc = run_snakemake(workdir, config, args.cores, workdir / "run1.log", trace,
-                                     args.scheduler, args.fast_exit)
+                                     args.scheduler, args.fast_exit, args.keep_going)
     if rc != 0:
         print(stdout[-4000:])
         print(f"snakemake failed ({rc}); log in {workdir / 'run1.log'}")
