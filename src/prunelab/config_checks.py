@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes
+from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes, few
 from prunelab.config_model_checks import DENSE_ONLY_MODELS, check_arch
 
 __all__ = ["ConfigError", "check_config"]
@@ -160,7 +160,7 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
     def unknown(key, names, valid, what):
         bad = [n for n in names if n not in valid]
         if bad:
-            raise ConfigError(f"config key '{key}': {bad} not in {what} {valid}")
+            raise ConfigError(f"config key '{key}': {bad} not in {what} {few(valid)}")
 
     reg = cfg["regularizer"]
     unknown("regularizer.archs", reg["archs"] or [], archs, "archs")
@@ -209,7 +209,7 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
         for field, valid in (("arch", archs), ("method", methods), ("granularity", ["unstructured", "structured"])):
             if field in ref and ref[field] not in valid:
                 raise ConfigError(f"config key 'reference.{i}.{field}': {ref[field]!r} matches no result; "
-                                  f"expected one of {valid}")
+                                  f"expected one of {few(valid)}")
         if "ratio" in ref and "granularity" in ref and round(ref["ratio"], 2) not in ratios[ref["granularity"]]:
             raise ConfigError(f"config key 'reference.{i}.ratio': {ref['ratio']} matches no result; expected one "
                               f"of granularities.{ref['granularity']} {ratios[ref['granularity']]}")
@@ -231,13 +231,13 @@ def check_schedule(cfg: dict) -> None:
     g, epochs = cfg["gradual"], cfg["train"]["epochs"]
     if g["enabled"]:
         stop = epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]
-        what = "gradual.stop_epoch" if g["stop_epoch"] is not None else "gradual.stop_epoch (null: train.epochs // 2)"
+        what = f"{stop}" if g["stop_epoch"] is not None else f"null, i.e. train.epochs // 2 = {stop},"
         if stop >= epochs:
-            raise ConfigError(f"config key '{what}': {stop} must be below train.epochs ({epochs}); the epochs after "
-                              "the last pruning step are the fine-tuning")
+            raise ConfigError(f"config key 'gradual.stop_epoch': {what} must be below train.epochs ({epochs}); the "
+                              "epochs after the last pruning step are the fine-tuning")
         if stop < g["interval"]:
-            raise ConfigError(f"config key '{what}': {stop} is below gradual.interval ({g['interval']}): no "
-                              "pruning step would run")
+            raise ConfigError(f"config key 'gradual.stop_epoch': {what} is below gradual.interval ({g['interval']}): "
+                              "no pruning step would run")
     p, ft = cfg["prune"], cfg["finetune"]["epochs"]
     if p["schedule"] == "iterative" and p["iterative_steps"] > 1 and ft < p["iterative_steps"]:
         raise ConfigError(f"config key 'prune.iterative_steps': {p['iterative_steps']} rounds share finetune.epochs "

@@ -33,6 +33,12 @@ class ConfigError(ValueError):
     """A config mistake, as one line naming the key or file and what was expected."""
 
 
+def few(names, limit: int = 12) -> str:
+    """`names` as a short list for a one-line message: the first `limit`, then how many in all."""
+    names = list(names)
+    return str(names) if len(names) <= limit else f"{names[:limit]}".rstrip("]") + f", ... ({len(names)} in all)]"
+
+
 def _data_missing(name: str, root: Path, download: bool) -> str | None:
     """One line naming the missing files of `name` under `root` (with the fix), or None when complete."""
     from prunelab import datasets_io as io

@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import math
 
-from prunelab.config_data_checks import ConfigError
+from prunelab.config_data_checks import ConfigError, few
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
 DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
@@ -92,7 +92,7 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
         bad = [n for n in cfg[sect]["ignore_layers"] if n not in layers]
         if bad:
             raise ConfigError(f"config key '{sect}.ignore_layers': {bad} are not prunable layers of arch {key!r}; "
-                              f"expected some of {list(layers)}")
+                              f"expected some of {few(layers)}")
     if cfg["gradual"]["enabled"] and key in _gradual_archs(cfg):
         _check_gradual(cfg, key, arch["name"], model, layers, head)
     _check_prunable(cfg, key, arch["name"], model, layers, head)
