@@ -44,7 +44,7 @@ def error_of(cfg: dict, files=()) -> str:
     with pytest.raises(cc.ConfigError) as info:
         cc.check_config(filled(cfg), list(files))
     msg = str(info.value)
-    assert "\n" not in msg, msg
+    assert "\n" not in msg and len(msg) < 1000, msg
     return msg
 
 
