@@ -292,3 +292,16 @@ def test_new_methods_score_zoo_models_in_the_file_contract_or_say_why_not():
                 for kind in ("unstructured", "structured"):
                     assert (entry[kind] is not None) <= (kind in METHODS[method].granularities)
     assert refused == {("mlp", "bn_scale"), ("mlp", "hrank")}
+
+
+def test_fisher_sharing_taylors_backward_gives_the_same_sums():
+    from prunelab.stats import STAT_NAMES
+
+    net, (x, y) = convnet(), data()                        # fc2 is its own activation source: one tensor, twice
+    alone = collect_statistics(net, x, y, {"fisher"}, 3, 4, "cpu")["layers"]
+    taylor = collect_statistics(net, x, y, {"taylor"}, 3, 4, "cpu")["layers"]
+    both = collect_statistics(net, x, y, set(STAT_NAMES), 3, 4, "cpu")["layers"]
+    for name, entry in both.items():
+        torch.testing.assert_close(entry["fisher_sum"], alone[name]["fisher_sum"], rtol=1e-12, atol=0)
+        for key in ("grad_sum", "taylor_unit_sq_sum"):
+            torch.testing.assert_close(entry[key], taylor[name][key], rtol=1e-12, atol=1e-15)
