@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -311,12 +312,12 @@ def test_unstructured_reachability_matches_the_pruner(keep):
     gen = torch.Generator().manual_seed(0)
     scores = {n: {"unstructured": torch.rand(m.weight.shape, generator=gen), "structured": None}
               for n, m in prunable_layers(model)}
-    for r in (0.3, 0.4, 0.45, 0.69, 0.7, 0.75):
+    for r in (0.3, 0.4, 0.45, 0.69, 0.7, 0.75, 0.99):
         masks = select_unstructured(model, scores, r, "global", keep)
         achieved = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         cfg = changed(("archs", {"mlp": BASE["archs"]["mlp"]}), ("granularities", {"unstructured": [r]}),
                       ("prune.min_keep_fraction", keep))
-        if r - achieved > 0.005:
+        if f"{achieved:.2f}" != f"{r:.2f}":  # the label of the result would be wrong
             assert "config key 'granularities.unstructured'" in error_of(cfg)
         else:
             cc.check_config(filled(cfg))
@@ -330,3 +331,40 @@ def test_granularities_left_out_is_a_baseline_run(tmp_path):
     cc.check_config(filled(minimal), [str(path)])
     path.write_text(yaml.safe_dump({**minimal, "granularities": {}}))
     assert "config key 'granularities'" in error_of({**minimal, "granularities": {}}, [path])
+
+
+@pytest.mark.parametrize("arch,min_keep,round_to,scope", [
+    ("mlp", 20, 1, "global"), ("cnn", 6, 1, "global"), ("cnn", 1, 16, "global"), ("cnn", 1, 12, "layerwise"),
+    ("mlp", 1, 12, "layerwise"), ("cnn", 1, 12, "global"), ("mlp", 1, 20, "global")])
+def test_structured_reachability_matches_the_pruner(arch, min_keep, round_to, scope):
+    """min_keep_units: the check refuses a ratio exactly when prunelab.prune removes less than its label;
+    round_to (lowers the achieved ratio by design): exactly when nothing is removed in layerwise scope, and
+    in global scope never when something is removed (it cannot see the scores)."""
+    import torch
+
+    from prunelab.models import build_model, prunable_layers
+    from prunelab.prune import _select_structured
+
+    spec = BASE["archs"][arch]
+    model = build_model({**spec, "in_shape": [1, 8, 8], "num_classes": 10}).eval()
+    gen = torch.Generator().manual_seed(0)
+    scores = {n: {"unstructured": None, "structured": torch.rand(m.weight.shape[0], generator=gen)}
+              for n, m in prunable_layers(model)}
+    for r in (0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9):
+        _, _, stats = _select_structured(model, scores, r, scope, min_keep, round_to=round_to,
+                                         example_input=torch.zeros(2, 1, 8, 8))
+        cfg = filled(changed(("archs", {arch: spec}), ("granularities", {"structured": [r]}),
+                             ("prune", {"min_keep_units": min_keep, "round_to": round_to, "scope": scope})))
+        try:
+            cc.check_config(cfg)
+            refused = False
+        except cc.ConfigError:
+            refused = True
+        target = math.floor(r * stats["n_prunable"] + 0.5) if scope == "global" else None
+        if round_to == 1 and target is not None:  # refused iff capped below the target, and the label is wrong
+            capped = stats["n_removed"] < target and f"{stats['ratio_achieved']:.2f}" != f"{r:.2f}"
+            assert refused == capped, (r, stats)
+        elif scope == "layerwise":
+            assert refused == (stats["ratio_achieved"] == 0), (r, stats)
+        else:
+            assert not refused or stats["ratio_achieved"] == 0, (r, stats)

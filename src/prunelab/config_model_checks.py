@@ -123,13 +123,14 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     if not kept:
         raise ConfigError(f"config key 'prune.ignore_layers': names every prunable layer of arch {key!r}: "
                           "nothing to prune")
-    total = sum(w.numel() for w in kept.values())
-    cap = total - sum(max(1, math.ceil(p["min_keep_fraction"] * w.numel())) for w in kept.values())
+    sizes = [w.numel() for w in kept.values()]
+    keeps = [max(1, math.ceil(p["min_keep_fraction"] * n)) for n in sizes]
     for r in gran.get("unstructured") or []:
-        if r - cap / total > 0.005:
+        got = _capped(r, sizes, keeps, p["scope"])
+        if got is not None:
             raise ConfigError(f"config key 'granularities.unstructured': {r} cannot be reached on arch {key!r}: "
-                              f"prune.min_keep_fraction {p['min_keep_fraction']} leaves at most {cap / total:.3f} "
-                              "prunable")
+                              f"prune.min_keep_fraction {p['min_keep_fraction']} ({p['scope']} scope) lets at most "
+                              f"{got:.3f} go; expected a lower ratio or min_keep_fraction")
     if not gran.get("structured"):
         return
     widths = [w.shape[0] for n, w in kept.items() if n != head]
@@ -142,12 +143,48 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
         raise ConfigError(f"config key 'prune.round_to': {rt} >= the widest prunable layer of arch {key!r} "
                           f"({max(widths)} units): every layer would keep all its units (achieved ratio 0); "
                           f"expected round_to below {max(widths)}")
-    residual = any(isinstance(m, (Add, ShortcutA)) for m in model.modules())
-    most = sum(u - min(mku, u) for u in widths) / sum(widths)
-    worst = max(gran["structured"])
-    if not residual and not name.startswith("tv:") and worst - most > 0.005:
-        raise ConfigError(f"config key 'granularities.structured': {worst} cannot be reached on arch {key!r}: "
-                          f"prune.min_keep_units {mku} per layer leaves at most {most:.3f} of its units prunable")
+    if any(isinstance(m, (Add, ShortcutA)) for m in model.modules()) or name.startswith("tv:"):
+        return
+    for r in gran["structured"]:
+        got = _capped(r, widths, [min(mku, u) for u in widths], p["scope"])
+        if got is not None:
+            raise ConfigError(f"config key 'granularities.structured': {r} cannot be reached on arch {key!r}: "
+                              f"prune.min_keep_units {mku} per layer ({p['scope']} scope) lets at most {got:.3f} of "
+                              "its units go; expected a lower ratio or min_keep_units")
+    for r in gran["structured"] if rt > 1 else []:
+        if _rounded_removal(widths, r, mku, rt, p["scope"]) == 0:
+            raise ConfigError(f"config key 'prune.round_to': {rt} rounds every layer of arch {key!r} back to all its "
+                              f"units at ratio {r} ({p['scope']} scope): achieved ratio 0; expected a smaller round_to")
+
+
+def _capped(r: float, sizes: list[int], keeps: list[int], scope: str) -> float | None:
+    """The achieved ratio when prunelab.prune's per-layer minimum (`keeps`) caps ratio `r` so much that its
+    two-decimal label is wrong, else None. global: min(round(r·N), N - Σkeep); layerwise: per layer."""
+    def rnd(x):
+        return math.floor(x + 0.5)
+
+    total = sum(sizes)
+    if scope == "layerwise":
+        target = sum(rnd(r * n) for n in sizes)
+        got = sum(min(rnd(r * n), n - k) for n, k in zip(sizes, keeps))
+    else:
+        target = rnd(r * total)
+        got = min(target, total - sum(keeps))
+    return got / total if got < target and f"{got / total:.2f}" != f"{r:.2f}" else None
+
+
+def _rounded_removal(widths: list[int], r: float, mku: int, rt: int, scope: str) -> int | None:
+    """Units removed after rounding kept counts up to multiples of `rt` (prunelab.prune's rule): exact for
+    layerwise scope; for global scope 0 when the target is below the smallest removal that survives rounding
+    in any layer (whatever the scores), else None (depends on the scores)."""
+    def up(k, u):
+        return min(u, -(-k // rt) * rt)
+
+    if scope == "layerwise":
+        return sum(u - up(u - min(math.floor(r * u + 0.5), u - min(mku, u)), u) for u in widths)
+    # removing d units of a layer survives rounding iff u - d <= the largest multiple of rt below u
+    smallest = [u - (u - 1) // rt * rt for u in widths if u - (u - 1) // rt * rt <= u - min(mku, u)]
+    return 0 if not smallest or math.floor(r * sum(widths) + 0.5) < min(smallest) else None
 
 
 def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
