@@ -349,15 +349,24 @@ def iterative_settings(wc):
     one-shot prune jobs do not rerun when fine-tuning settings change."""
     if config["prune"]["schedule"] != "iterative":
         return None
-    return {"finetune": config["finetune"], "stats": config["stats"]}
+    return {"finetune": recipe("finetune", wc.arch), "stats": config["stats"]}
 
 
 def arch_spec(wc):
     return model_spec(wc.arch)
 
 
+def recipe(section, arch):
+    """Settings of `section` (train or finetune) for `arch`: the arch's own keys over the top-level ones."""
+    return {**config[section], **(config["archs"][arch].get(section) or {})}
+
+
 def train_config(wc):
-    return config["train"]
+    return recipe("train", wc.arch)
+
+
+def finetune_config(wc):
+    return recipe("finetune", wc.arch)
 
 
 def regularizer_config(wc):

@@ -18,7 +18,7 @@ rule finetune:
         **job_resources(),
     params:
         **common_params(),
-        finetune=config["finetune"],
+        finetune=finetune_config,
         prune=config["prune"],
     script:
         "../../scripts/finetune.py"

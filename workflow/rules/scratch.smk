@@ -22,7 +22,7 @@ rule train_scratch:
     params:
         **common_params(),
         train=train_config,
-        finetune_epochs=config["finetune"]["epochs"],
+        finetune_epochs=lambda wc: finetune_config(wc)["epochs"],
         regularizer=regularizer_config,
     script:
         "../../scripts/train_scratch.py"
