@@ -144,6 +144,13 @@ HOSTILE = [  # (edits, key named in the message)
     ([("regimes", ["standard", "pat"]), ("regularizer.beta", 0)], "regularizer.beta"),
     ([("reference", [{"arch": "cnn", "granularity": "structured", "ratio": 0.4, "source": "x", "top1_delta": 0}])],
      "reference.0.ratio"),
+    ([("archs.mlp.granularities", {"unstructured": [0.5, 0.503]})], "archs.mlp.granularities.unstructured"),
+    ([("archs.mlp.options", {"hidden": []}), ("archs.mlp.granularities", {"structured": [0.5]}),
+      ("granularities", {"unstructured": [0.5]})], "archs.mlp"),
+    ([("archs.cnn.granularities", {"structured": [0.95]})], "archs.cnn.granularities.structured"),
+    ([("gradual", {"enabled": True, "stop_epoch": 4}), ("archs.cnn.train", {"epochs": 4})], "gradual.stop_epoch"),
+    ([("prune", {"schedule": "iterative", "iterative_steps": 2}), ("finetune.epochs", 4),
+      ("archs.mlp.finetune", {"epochs": 1})], "prune.iterative_steps"),
     ([("experiment", "..")], "experiment"),
     ([("experiment", ".hidden")], "experiment"),
     ([("experiment", "-x")], "experiment"),
@@ -368,3 +375,13 @@ def test_structured_reachability_matches_the_pruner(arch, min_keep, round_to, sc
             assert refused == (stats["ratio_achieved"] == 0), (r, stats)
         else:
             assert not refused or stats["ratio_achieved"] == 0, (r, stats)
+
+
+def test_an_archs_own_ratios_and_epochs_are_the_ones_checked():
+    """archs.<name>.granularities / .train replace the top-level values for that arch: checked with them."""
+    own = changed(("archs.mlp.options", {"hidden": []}), ("archs.mlp.granularities", {"unstructured": [0.5]}))
+    cc.check_config(filled(own))  # no structured ratio for the hidden-less MLP: nothing to refuse
+    longer = changed(("gradual", {"enabled": True, "stop_epoch": 10}), ("archs.cnn.train", {"epochs": 12}))
+    cc.check_config(filled(longer))  # top-level train.epochs is 8, the cnn's own 12
+    assert "archs.cnn.train.epochs" in error_of(changed(("gradual", {"enabled": True, "stop_epoch": 10}),
+                                                        ("archs.cnn.train", {"epochs": 10})))

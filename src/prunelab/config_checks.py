@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes, few
-from prunelab.config_model_checks import DENSE_ONLY_MODELS, check_arch
+from prunelab.config_model_checks import DENSE_ONLY_MODELS, _gradual_archs, check_arch
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -88,6 +88,8 @@ def check_experiment(name: str) -> None:
 
 def _ratio_lists(cfg: dict) -> dict[str, list[float]]:
     out = {f"granularities.{g}": list(v) for g, v in cfg["granularities"].items()}
+    for a, spec in cfg["archs"].items():
+        out.update({f"archs.{a}.granularities.{g}": list(v) for g, v in (spec.get("granularities") or {}).items()})
     out.update({"gradual.ratios": cfg["gradual"]["ratios"], "scratch.ratios": cfg["scratch"]["ratios"],
                 "space.regimes": cfg["space"]["regimes"]})
     return out
@@ -154,7 +156,9 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
     top-level keys the config files set (None: all); granularities left to its default ({}) is a run of
     baselines only, which is allowed."""
     archs, methods = list(cfg["archs"]), _selectable(cfg)
-    ratios = {g: list(cfg["granularities"].get(g) or []) for g in ("unstructured", "structured")}
+    # ratios of any arch (an arch's own granularities replace the top-level ones for it)
+    ratios = {g: sorted({r for a in archs for r in arch_ratios(cfg, a).get(g) or []})
+              for g in ("unstructured", "structured")}
     structured = ratios["structured"]
 
     def unknown(key, names, valid, what):
@@ -225,30 +229,43 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
 
 # ------------------------------------------------------------------------------------------------ schedule
 
+def arch_ratios(cfg: dict, arch: str) -> dict[str, list[float]]:
+    """Ratios per granularity of config arch `arch`: its own granularities where set, else the top level."""
+    return cfg["archs"][arch].get("granularities") or cfg["granularities"]
+
+
+def _epochs(cfg: dict, section: str, arch: str) -> tuple[int, str]:
+    """(epochs, the key they come from) of `section` (train, finetune) for `arch` (its own value first)."""
+    own = cfg["archs"][arch].get(section) or {}
+    return (own["epochs"], f"archs.{arch}.{section}.epochs") if "epochs" in own else \
+        (cfg[section]["epochs"], f"{section}.epochs")
+
+
 def check_schedule(cfg: dict) -> None:
-    """gradual: pruning steps fit in train.epochs; iterative: each round gets fine-tuning epochs;
-    multistep milestones (epochs, or fractions in (0, 1)) fall inside the run."""
-    g, epochs = cfg["gradual"], cfg["train"]["epochs"]
-    if g["enabled"]:
+    """Per arch (its own epochs where set): gradual pruning steps fit in the training epochs; iterative rounds
+    each get fine-tuning epochs; multistep milestones (epochs, or fractions in (0, 1)) fall inside the run."""
+    g, p = cfg["gradual"], cfg["prune"]
+    for arch in _gradual_archs(cfg) if g["enabled"] else []:
+        epochs, key = _epochs(cfg, "train", arch)
         stop = epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]
-        what = f"{stop}" if g["stop_epoch"] is not None else f"null, i.e. train.epochs // 2 = {stop},"
+        what = f"{stop}" if g["stop_epoch"] is not None else f"null, i.e. {key} // 2 = {stop},"
         if stop >= epochs:
-            raise ConfigError(f"config key 'gradual.stop_epoch': {what} must be below train.epochs ({epochs}); the "
+            raise ConfigError(f"config key 'gradual.stop_epoch': {what} must be below {key} ({epochs}); the "
                               "epochs after the last pruning step are the fine-tuning")
         if stop < g["interval"]:
-            raise ConfigError(f"config key 'gradual.stop_epoch': {what} is below gradual.interval ({g['interval']}): "
-                              "no pruning step would run")
-    p, ft = cfg["prune"], cfg["finetune"]["epochs"]
-    if p["schedule"] == "iterative" and p["iterative_steps"] > 1 and ft < p["iterative_steps"]:
-        raise ConfigError(f"config key 'prune.iterative_steps': {p['iterative_steps']} rounds share finetune.epochs "
-                          f"({ft}), leaving rounds without fine-tuning; expected iterative_steps <= finetune.epochs")
-    for section in ("train", "finetune"):
-        t = cfg[section]
-        if t["schedule"] == "multistep":
-            late = [m for m in t["milestones"] if m >= 1 and m >= t["epochs"]]
-            if late and t["epochs"] > 0:
-                raise ConfigError(f"config key '{section}.milestones': {late} are not below {section}.epochs "
-                                  f"({t['epochs']}): the learning rate would never drop there")
+            raise ConfigError(f"config key 'gradual.stop_epoch': {what} is below gradual.interval ({g['interval']}) "
+                              f"for arch {arch!r}: no pruning step would run")
+    for arch in cfg["archs"]:
+        ft, key = _epochs(cfg, "finetune", arch)
+        if p["schedule"] == "iterative" and p["iterative_steps"] > 1 and ft < p["iterative_steps"]:
+            raise ConfigError(f"config key 'prune.iterative_steps': {p['iterative_steps']} rounds share {key} ({ft}), "
+                              f"leaving rounds without fine-tuning; expected iterative_steps <= {key}")
+        for section in ("train", "finetune"):
+            epochs, key = _epochs(cfg, section, arch)
+            late = [m for m in cfg[section]["milestones"] if m >= 1 and m >= epochs]
+            if cfg[section]["schedule"] == "multistep" and late and epochs > 0:
+                raise ConfigError(f"config key '{section}.milestones': {late} are not below {key} ({epochs}): the "
+                                  "learning rate would never drop there")
 
 
 def check_device_available(device: str) -> None:

@@ -118,7 +118,8 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     Conv/Linear but the classifier is its own group; elsewhere only 'nothing left to prune' is checked)."""
     from prunelab.models import Add, ShortcutA
 
-    p, gran = cfg["prune"], cfg["granularities"]
+    own = cfg["archs"][key].get("granularities")
+    p, gran, gkey = cfg["prune"], own or cfg["granularities"], f"archs.{key}.granularities" if own else "granularities"
     kept = {n: m.weight for n, m in layers.items() if n not in p["ignore_layers"]}
     if not kept:
         raise ConfigError(f"config key 'prune.ignore_layers': names every prunable layer of arch {key!r}: "
@@ -128,14 +129,14 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     for r in gran.get("unstructured") or []:
         got = _capped(r, sizes, keeps, p["scope"])
         if got is not None:
-            raise ConfigError(f"config key 'granularities.unstructured': {r} cannot be reached on arch {key!r}: "
+            raise ConfigError(f"config key '{gkey}.unstructured': {r} cannot be reached on arch {key!r}: "
                               f"prune.min_keep_fraction {p['min_keep_fraction']} ({p['scope']} scope) lets at most "
                               f"{got:.3f} go; expected a lower ratio or min_keep_fraction")
     if not gran.get("structured"):
         return
     widths = [w.shape[0] for n, w in kept.items() if n != head]
     if not widths:
-        raise ConfigError(f"config key 'archs.{key}': structured pruning requested (granularities.structured) but "
+        raise ConfigError(f"config key 'archs.{key}': structured pruning requested ({gkey}.structured) but "
                           f"{name} has no prunable units besides the classifier {head!r} and prune.ignore_layers "
                           "(an MLP needs a hidden layer)")
     rt, mku = p["round_to"], p["min_keep_units"]
@@ -148,7 +149,7 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     for r in gran["structured"]:
         got = _capped(r, widths, [min(mku, u) for u in widths], p["scope"])
         if got is not None:
-            raise ConfigError(f"config key 'granularities.structured': {r} cannot be reached on arch {key!r}: "
+            raise ConfigError(f"config key '{gkey}.structured': {r} cannot be reached on arch {key!r}: "
                               f"prune.min_keep_units {mku} per layer ({p['scope']} scope) lets at most {got:.3f} of "
                               "its units go; expected a lower ratio or min_keep_units")
     for r in gran["structured"] if rt > 1 else []:
@@ -203,7 +204,8 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
     per_step = g["channels_per_step"]
     if per_step is None or name.startswith("tv:") or any(isinstance(m, (Add, ShortcutA)) for m in model.modules()):
         return
-    epochs = cfg["train"]["epochs"]
+    own = cfg["archs"][key].get("train") or {}
+    epochs = own["epochs"] if "epochs" in own else cfg["train"]["epochs"]
     steps = (epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]) // g["interval"]
     mku, total = cfg["prune"]["min_keep_units"], sum(widths)
     cap = sum(u - min(mku, u) for u in widths)
