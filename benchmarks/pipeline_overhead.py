@@ -368,6 +368,9 @@ def main() -> int:
     print(f"  set-up (prepare_data): {setup_s:.1f} s; after set-up: {wall - setup_s:.1f} s "
           f"(target <= {TARGETS['wall_after_setup_s']:.0f} s on 2 cores)")
     print(f"  busy fraction of {args.cores} cores (jobs with a benchmark): {result['busy_fraction']:.2f}")
+    spans = sum(r["span_s"] for r in recs if r["span_s"] is not None)
+    print(f"  split of the jobs' summed time: compute (in-job spans) {spans:.0f} s, per-job overhead "
+          f"{sum(overheads):.0f} s, other (jobs without a prunelab log) {bench_sum - spans - sum(overheads):.0f} s")
     print("per-job overhead = Snakemake benchmark s - in-job span ('job ... started' -> 'job finished' in its log):")
     if ov["n"]:
         print(f"  all {ov['n']} jobs: median {ov['median']:.2f} s, p90 {ov['p90']:.2f} s, max {ov['max']:.2f} s, "

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes, few
-from prunelab.config_model_checks import DENSE_ONLY_MODELS, _gradual_archs, check_arch
+from prunelab.config_model_checks import DENSE_ONLY_MODELS, gradual_archs, check_arch
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -132,6 +132,10 @@ def check_methods(cfg: dict) -> None:
         if bad:
             raise ConfigError(f"config key 'methods.{name}': unknown options {bad}; expected some of "
                               f"{sorted(spec.defaults)}")
+    swept = [k for k, v in (cfg["methods"].get("frs") or {}).items() if isinstance(v, list) and len(v) > 1]
+    if swept:
+        raise ConfigError(f"config key 'methods.frs.{swept[0]}': a list, but the statistics pass and the gradual "
+                          "schedule compute LRP relevance with one (alpha, beta); expected a single value")
 
 
 def _granularities(method: str) -> tuple[str, ...]:
@@ -245,7 +249,7 @@ def check_schedule(cfg: dict) -> None:
     """Per arch (its own epochs where set): gradual pruning steps fit in the training epochs; iterative rounds
     each get fine-tuning epochs; multistep milestones (epochs, or fractions in (0, 1)) fall inside the run."""
     g, p = cfg["gradual"], cfg["prune"]
-    for arch in _gradual_archs(cfg) if g["enabled"] else []:
+    for arch in gradual_archs(cfg) if g["enabled"] else []:
         epochs, key = _epochs(cfg, "train", arch)
         stop = epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]
         what = f"{stop}" if g["stop_epoch"] is not None else f"null, i.e. {key} // 2 = {stop},"

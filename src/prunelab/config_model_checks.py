@@ -87,13 +87,13 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
     layers = dict(prunable_layers(model))
     head = classifier_name(model)
     for sect in ("prune", "gradual"):
-        if sect == "gradual" and not (cfg["gradual"]["enabled"] and key in _gradual_archs(cfg)):
+        if sect == "gradual" and not (cfg["gradual"]["enabled"] and key in gradual_archs(cfg)):
             continue
         bad = [n for n in cfg[sect]["ignore_layers"] if n not in layers]
         if bad:
             raise ConfigError(f"config key '{sect}.ignore_layers': {bad} are not prunable layers of arch {key!r}; "
                               f"expected some of {few(layers)}")
-    if cfg["gradual"]["enabled"] and key in _gradual_archs(cfg):
+    if cfg["gradual"]["enabled"] and key in gradual_archs(cfg):
         _check_gradual(cfg, key, arch["name"], model, layers, head)
     _check_prunable(cfg, key, arch["name"], model, layers, head)
 
@@ -217,6 +217,7 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
                               f"{math.ceil(target / steps)}, or more steps (stop_epoch, interval)")
 
 
-def _gradual_archs(cfg: dict) -> list[str]:
+def gradual_archs(cfg: dict) -> list[str]:
+    """Archs trained by gradual FRS: gradual.archs, or every arch with convolutions when it is empty."""
     names = cfg["gradual"]["archs"]
     return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY_MODELS]

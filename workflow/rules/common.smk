@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from prunelab import config_model_checks as model_checks
 from prunelab.config_checks import ConfigError, check_config
 from prunelab.methods import get_method
 from prunelab.methods.variants import expand_methods, select_variants
@@ -72,14 +73,6 @@ REGIMES = list(config["regimes"])
 # Method variants: name -> (registered method, scalar options); a list-valued option sweeps (methods.variants).
 METHOD_VARIANTS = expand_methods(config["methods"])
 METHODS = list(METHOD_VARIANTS)
-if any(
-    isinstance(v, list) and len(v) > 1
-    for v in (config["methods"].get("frs") or {}).values()
-):
-    raise WorkflowError(
-        "invalid config: methods.frs options cannot be lists: the statistics pass and the gradual schedule "
-        "compute LRP relevance with one (alpha, beta)"
-    )
 DATASET = config["dataset"]["name"]
 DATA_FILE = f"{R}/data/{DATASET}.pt"
 TRACKING_FILE = f"{R}/tracking.json"
@@ -224,22 +217,13 @@ def score_files():
 
 # Gradual FRS channel pruning while training (Aketi et al. 2020): one job per arch x seed x ratio, from random init.
 # Models without a convolution (mlp, lenet300_100) have no channels to prune: left out unless named in gradual.archs.
-DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
 # What changes a gradual model (enabled / ratios / archs only pick jobs).
 GRADUAL_JOB_KEYS = ("interval", "stop_epoch", "channels_per_step", "ignore_layers")
 
 
 def gradual_archs():
-    """gradual.archs, or every conv arch of the experiment when empty; names must be config archs."""
-    names = config["gradual"]["archs"]
-    if not names:
-        return [a for a in ARCHS if config["archs"][a]["name"] not in DENSE_ONLY_MODELS]
-    unknown = [a for a in names if a not in ARCHS]
-    if unknown:
-        raise WorkflowError(
-            f"invalid config: gradual.archs names {unknown}, not in archs ({ARCHS})"
-        )
-    return list(names)
+    """Archs trained by gradual FRS (gradual.archs, or every arch with convolutions); checked at validation."""
+    return model_checks.gradual_archs(config)
 
 
 def frs_config():
@@ -270,14 +254,8 @@ def gradual_metrics():
 
 
 def scratch_methods():
-    """scratch.methods; each must be a method of the experiment (its pruned models are the input)."""
-    names = config["scratch"]["methods"]
-    unknown = [m for m in names if not select_variants(METHODS, [m])]
-    if unknown:
-        raise WorkflowError(
-            f"invalid config: scratch.methods names {unknown}, not in methods ({METHODS})"
-        )
-    return select_variants(METHODS, names)
+    """The variants scratch.methods selects (names checked at validation)."""
+    return select_variants(METHODS, config["scratch"]["methods"])
 
 
 def scratch_ratios():
