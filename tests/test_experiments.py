@@ -75,11 +75,11 @@ def planned_jobs(out: str) -> dict[str, int]:
 
 
 # Counted by hand from config/experiments/fashion_mnist.yaml (3 seeds): FNN 13 unstructured-capable variants x 6
-# ratios + 13 structured ones (no bn_scale, hrank: no BatchNorm, no conv) x 4; LeNet-5 (its own ratios) 13 x 3 +
-# 15 x 4; pat FNN: the 2 contribution variants x (6 + 4); scores: FNN 15, LeNet-5 17, pat 2 variants;
-# scratch: magnitude at 0.7 on both standard baselines.
-FASHION_JOBS = {"prepare_data": 1, "train_baseline": 9, "collect_stats": 9, "score": 3 * (15 + 17 + 2),
-                "prune": 3 * (13 * 6 + 13 * 4 + 13 * 3 + 15 * 4 + 2 * 10), "finetune": 3 * (130 + 99 + 20),
+# ratios + 13 structured ones (no bn_scale, hrank: no BatchNorm, no conv) x 4; LeNet-5 (its own ratios and its 12
+# methods, one screening lambda and one contribution kappa) 8 x 3 + 10 x 4; pat FNN: the 2 contribution variants x
+# (6 + 4); scores: FNN 15, LeNet-5 12, pat 2 variants; scratch: magnitude at 0.7 on both standard baselines.
+FASHION_JOBS = {"prepare_data": 1, "train_baseline": 9, "collect_stats": 9, "score": 3 * (15 + 12 + 2),
+                "prune": 3 * (13 * 6 + 13 * 4 + 8 * 3 + 10 * 4 + 2 * 10), "finetune": 3 * (130 + 64 + 20),
                 "train_gradual": 3, "train_scratch": 6}
 
 

@@ -173,6 +173,11 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
     reg = cfg["regularizer"]
     unknown("regularizer.archs", reg["archs"] or [], archs, "archs")
     unknown("regularizer.methods", reg["methods"] or [], methods, "methods")
+    for a, spec in cfg["archs"].items():
+        unknown(f"archs.{a}.methods", spec.get("methods") or [], methods, "methods")
+        if spec.get("methods") == []:
+            raise ConfigError(f"config key 'archs.{a}.methods': [] would prune nothing on arch {a!r}; expected "
+                              "method or variant names, or leave it out (all methods)")
     extra = cfg["gradual"]["enabled"] or cfg["space"]["enabled"] or cfg["scratch"]["enabled"]
     if given is not None and "granularities" not in given:
         extra = True  # baselines only, asked for by leaving granularities out

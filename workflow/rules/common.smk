@@ -149,7 +149,12 @@ def regime_methods(regime, arch=None):
     """Methods run after training in `regime` (pat may be limited, config regularizer.methods), on `arch`
     (methods that cannot score it are left out)."""
     limit = config["regularizer"]["methods"] if regime == "pat" else None
-    return [m for m in select_variants(METHODS, limit) if (arch, m) not in INAPPLICABLE]
+    own = config["archs"][arch].get("methods") if arch else None
+    return [
+        m
+        for m in select_variants(select_variants(METHODS, limit), own)
+        if (arch, m) not in INAPPLICABLE
+    ]
 
 
 def method_config(wc):
