@@ -74,7 +74,7 @@ def test_mlflow_has_one_run_per_job_with_tags(tiny_run):
     child = by_job["finetune/arch=mlp/regime=standard/seed=0/method=magnitude/granularity=unstructured/ratio=0.50"]
     assert child.data.tags["mlflow.parentRunId"] == base.info.run_id
     for r in runs:
-        assert r.data.tags["git_commit"] and r.data.tags["config_hash"] and r.data.tags["arch"]
+        assert r.data.tags["mlflow.source.git.commit"] and r.data.tags["config_hash"] and r.data.tags["arch"]
     assert "top1_val" in base.data.metrics and "train.lr" in base.data.params
 
 
