@@ -59,15 +59,23 @@ def auc_frame(sel: pd.DataFrame) -> pd.DataFrame:
 
 def rank_frame(summary: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Mean rank (1 = best mean top-1) of each method over every (dataset, arch, regime, granularity, ratio)
-    setting of the one-shot tables, among the methods present in all of them.
+    setting of the one-shot tables that holds at least half the methods, among the methods present in all of
+    those settings.
 
     Returns (frame method/mean_rank/n_settings, info {k, n, chi2, p, iman_davenport, cd, dropped})."""
     s = summary[summary["stage"].isin(ONESHOT)] if not summary.empty else summary
-    info = dict(k=0, n=0, chi2=math.nan, p=math.nan, iman_davenport=math.nan, cd=math.nan, dropped=[])
+    info = dict(k=0, n=0, chi2=math.nan, p=math.nan, iman_davenport=math.nan, cd=math.nan, dropped=[],
+                settings_dropped=0)
     if s.empty:
         return pd.DataFrame(columns=RANK_COLUMNS), info
     key = ["dataset", "arch", "regime", "granularity", "ratio"]
     wide = s.pivot_table(index=key, columns="method", values="top1_mean", aggfunc="mean")
+    # settings holding fewer than half the methods (e.g. a regime run with one method only) are left out
+    # first, so that they cannot remove every other method from the ranking
+    present = wide.notna().sum(axis=1)
+    rows = present >= present.max() / 2
+    info["settings_dropped"] = int((~rows).sum())
+    wide = wide[rows]
     complete = [m for m in wide.columns if wide[m].notna().all()]
     info["dropped"] = sorted(set(wide.columns) - set(complete))
     wide = wide[sorted(complete, key=method_rank)]
@@ -157,6 +165,8 @@ def sections(auc: pd.DataFrame, ranks: pd.DataFrame, info: dict) -> list:
                                               "than two settings."))
         return out
     dropped = f" Left out (missing in some setting): {', '.join(info['dropped'])}." if info["dropped"] else ""
+    if info.get("settings_dropped"):
+        dropped += (f" Settings left out (holding fewer than half the methods): {info['settings_dropped']}.")
     out.append(Section("Overall ranking",
                        f"Mean rank of test top-1 (mean over seeds; 1 = best, ties averaged) over {info['n']} settings "
                        f"(dataset × arch × regime × granularity × ratio) for {info['k']} methods. Friedman test: "
