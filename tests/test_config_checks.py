@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 from conftest import REPO, TINY, snakemake
 from prunelab import config_checks as cc
-from prunelab.config_model_checks import _meta_build as meta_build
+from prunelab.config_model_checks import meta_build
 from prunelab import datasets_io
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")

@@ -23,7 +23,7 @@ def _noop_init(*args, **kwargs):
 
 
 @contextlib.contextmanager
-def _meta_build():
+def meta_build():
     """Build modules on the meta device with torch.nn.init skipped (random init on meta imports torch._dynamo:
     seconds; the values are meaningless there anyway)."""
     import torch
@@ -75,7 +75,7 @@ def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
     where, options = f"archs.{key}", arch["options"] or {}
     check_model_name(where, arch["name"], options)
     try:
-        with _meta_build():
+        with meta_build():
             model = build_model({"name": arch["name"], "options": options, "in_shape": list(in_shape),
                                  "num_classes": classes})
     except (ValueError, TypeError) as err:
@@ -103,7 +103,7 @@ def _check_forward(model, where: str, in_shape, dataset: str) -> None:
     import torch
 
     try:
-        with _meta_build(), torch.no_grad():
+        with meta_build(), torch.no_grad():
             model.eval()(torch.empty(1, *in_shape))
     except Exception as err:
         raise ConfigError(f"config key '{where}': the model cannot run on input {list(in_shape)} of dataset "
