@@ -53,9 +53,9 @@ run: venv
 	$(SNAKEMAKE) --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS),)
 
 # Rerun the jobs of some rules (and everything downstream) after a change in src/prunelab, which Snakemake does
-# not track: make rerun RULES="score prune"
+# not track: make rerun RULES="score prune_finetune"
 rerun: venv
-	@test -n "$(RULES)" || { echo 'name the rules to rerun: make rerun RULES="score prune"'; exit 2; }
+	@test -n "$(RULES)" || { echo 'name the rules to rerun: make rerun RULES="score prune_finetune"'; exit 2; }
 	$(SNAKEMAKE) --cores $(CORES) --forcerun $(RULES) $(if $(GPUS),--resources gpu=$(GPUS),)
 
 dry-run: venv

@@ -4,9 +4,9 @@ from pathlib import Path
 from prunelab.data import load_prepared
 from prunelab.io import load_model, save_model
 from prunelab.jobs import Job, end_process, script_params
-from prunelab.pipeline import calibration_subset, dense_reference, model_fields
+from prunelab.pipeline import calibration_subset, dense_reference, model_fields, test_fields
 from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
-from prunelab.stages import finetune_model, val_and_test
+from prunelab.stages import finetune_model
 from prunelab.train import pick_device
 
 wc = snakemake.wildcards
@@ -20,12 +20,11 @@ x, _ = calibration_subset(data, 64, seed, device)
 space = SpaceModel(dense, x)
 counts, fractions = sample_counts(space, regime, sample_rng(p.space["seed"], regime, sample))
 model, new_arch, info = build_subnetwork(dense, arch, space, counts, x, p.space["init"], seed)
-before = val_and_test(model, data, device)["top1_test"] if p.space["init"] == "inherit" else None
+before = test_fields(model, data, device)["top1_test"] if p.space["init"] == "inherit" else None
 result = finetune_model(model, None, data, p.train, p.space["epochs"], device, seed, on_epoch=job.on_epoch)
 save_model(snakemake.output.model, model, new_arch, layer_kept=info["layer_kept"])
 dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
 fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
-fields.update(val_and_test(model, data, device))
 job.finish(job.record(stage="space", regime="standard", granularity="structured", space_regime=regime,
                       sample=sample, space_init=p.space["init"], space_seed=p.space["seed"],
                       layer_kept=info["layer_kept"], kept_units=info["kept_units"],

@@ -14,7 +14,7 @@ model, arch, result = train_baseline(data, p.arch, p.train, int(snakemake.wildca
                                      p.regularizer, on_epoch=job.on_epoch)
 save_model(snakemake.output.model, model, arch, history=result.history)
 fields = model_fields(model, data, dense_summary(model, data["in_shape"]), device, p.latency)
-job.finish(job.record(stage="baseline", top1_val=result.best_top1_val, epochs=p.train["epochs"],
+job.finish(job.record(stage="baseline", epochs=p.train["epochs"],
                       best_epoch=result.best_epoch, wall_s=result.wall_s, **fields),
            snakemake.output.metrics)
 end_process()

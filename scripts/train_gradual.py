@@ -7,7 +7,7 @@ from prunelab.gradual import train_gradual
 from prunelab.io import save_model
 from prunelab.jobs import Job, end_process, script_params
 from prunelab.models import build_model
-from prunelab.pipeline import architecture_for, dense_reference, model_fields, val_top1
+from prunelab.pipeline import architecture_for, dense_reference, model_fields
 from prunelab.train import pick_device
 
 wc = snakemake.wildcards
@@ -22,7 +22,7 @@ dense = build_model(architecture_for(p.arch, data)).to(device)
 dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
 fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
 job.finish(job.record(stage="gradual", regime="standard", method="frs", granularity="structured",
-                      top1_val=val_top1(model, data, device), epochs=p.train["epochs"], wall_s=result.wall_s,
+                      epochs=p.train["epochs"], wall_s=result.wall_s,
                       best_epoch=result.best_epoch, schedule="gradual", method_config=p.frs,
                       gradual={k: p.gradual.get(k) for k in ("interval", "stop_epoch", "channels_per_step")},
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **info, **fields),

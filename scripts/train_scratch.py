@@ -6,7 +6,7 @@ from prunelab.data import load_prepared
 from prunelab.gradual import train_scratch
 from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, end_process, script_params
-from prunelab.pipeline import dense_reference, model_fields, val_top1
+from prunelab.pipeline import dense_reference, model_fields
 from prunelab.train import pick_device
 
 wc = snakemake.wildcards
@@ -21,8 +21,7 @@ save_model(snakemake.output.model, model, arch, history=result.history)
 dense, _, _ = load_model(snakemake.input.dense, device)
 dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
 fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
-job.finish(job.record(stage="scratch", granularity="structured", top1_val=val_top1(model, data, device),
-                      top1_test_before_finetune=None, epochs=epochs, wall_s=result.wall_s,
+job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None, epochs=epochs, wall_s=result.wall_s,
                       best_epoch=result.best_epoch, schedule="scratch", layer_kept=pruned.get("layer_kept"),
                       file_size_bytes=Path(snakemake.output.model).stat().st_size, **fields),
            snakemake.output.metrics)

@@ -25,7 +25,7 @@ from test_faults import (  # shared workflow helpers (see the top of test_faults
 
 SCRIPTS = REPO / "tests" / "cluster"
 PROFILES = REPO / "profiles"
-GPU_RULES = {"train_baseline", "prune", "finetune", "collect_stats", "train_gradual", "train_scratch", "pruning_space"}
+GPU_RULES = {"train_baseline", "prune_finetune", "collect_stats", "train_gradual", "train_scratch", "pruning_space"}
 
 
 # ------------------------------------------------------------------------------------------------- profiles
@@ -64,7 +64,7 @@ def test_profiles_load_and_request_gpus_for_training(tmp_path):
     slurm = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
     assert slurm["executor"] == "slurm" and slurm["slurm-status-command"] in ("squeue", "sacct")
     res = _dry_run_resources(tmp_path, "slurm")
-    assert {"train_baseline", "collect_stats", "finetune", "prune"} <= set(res), sorted(res)
+    assert {"train_baseline", "collect_stats", "prune_finetune"} <= set(res), sorted(res)
     for rule, line in res.items():
         if rule in GPU_RULES:
             assert "gpu=1" in line and "mem_mb=" in line and "runtime=" in line, (rule, line)
@@ -167,7 +167,7 @@ def test_tiny_workflow_through_slurm_matches_local_run(slurm_cluster, tiny_refer
     declared = declared_localrules()
     assert set(local) <= declared, f"jobs ran on the submit host: {sorted(set(local) - declared)}"
     assert not {r for r, _ in remote} & declared
-    assert {"train_baseline", "collect_stats", "score", "prune", "finetune"} <= {r for r, _ in remote}
+    assert {"train_baseline", "collect_stats", "score", "prune_finetune"} <= {r for r, _ in remote}
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", run.out)
     assert len(submitted) == len(remote), f"{len(remote)} jobs, {len(submitted)} sbatch submissions"
     slurm_ids = {sid for _, sid in submitted}

@@ -79,7 +79,7 @@ def planned_jobs(out: str) -> dict[str, int]:
 # methods, one screening lambda and one contribution kappa) 8 x 3 + 10 x 4; pat FNN: the 2 contribution variants x
 # (6 + 4); scores: FNN 15, LeNet-5 12, pat 2 variants; scratch: magnitude at 0.7 on both standard baselines.
 FASHION_JOBS = {"prepare_data": 1, "train_baseline": 9, "collect_stats": 9, "score": 3 * (15 + 12 + 2),
-                "prune": 3 * (13 * 6 + 13 * 4 + 8 * 3 + 10 * 4 + 2 * 10), "finetune": 3 * (130 + 64 + 20),
+                "prune_finetune": 3 * (13 * 6 + 13 * 4 + 8 * 3 + 10 * 4 + 2 * 10),
                 "train_gradual": 3, "train_scratch": 6}
 
 
@@ -92,7 +92,7 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     models = sum(len([m for m in methods if g == "structured" or m not in STRUCTURED_ONLY]) * len(ratios)
                  for g, ratios in cfg["granularities"].items())
     return {"prepare_data": 1, "train_baseline": runs, "collect_stats": runs, "score": runs * len(methods),
-            "prune": runs * models, "finetune": runs * models}
+            "prune_finetune": runs * models}
 
 
 def gradual_jobs(cfg: dict) -> int:

@@ -62,4 +62,4 @@ def test_adding_one_lambda_plans_only_that_variants_jobs(fashion_run):
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["methods"]["screening"]["lambda"] = [0, 0.5, 1]
     (fashion_run / "more.yaml").write_text(yaml.safe_dump(cfg))
-    assert planned(fashion_run, "more.yaml") == {"score": 1, "prune": 2, "finetune": 2, "report": 1, "track": 1}
+    assert planned(fashion_run, "more.yaml") == {"score": 1, "prune_finetune": 2, "report": 1, "track": 1}

@@ -360,9 +360,9 @@ def test_killed_training_job_reruns_only_that_job(tmp_path):
     assert "prepare_data" not in rules, "the rerun would prepare the data again"
     seeds = {w.get("seed") for _, w, _ in jobs if "seed" in w}
     assert seeds == {"1"}, f"the rerun would redo jobs of other seeds: {sorted(seeds)}"
-    assert {"collect_stats", "score", "prune", "finetune", "report"} <= rules
-    # seed 1's chain = 5 jobs, plus the aggregating report, deferred `track` and `all`; nothing else
-    assert len(jobs) == 5 + len(rules & {"report", "track", "all"}), f"unexpected rerun plan: {jobs}"
+    assert {"collect_stats", "score", "prune_finetune", "report"} <= rules
+    # seed 1's chain = 4 jobs, plus the aggregating report, deferred `track` and `all`; nothing else
+    assert len(jobs) == 4 + len(rules & {"report", "track", "all"}), f"unexpected rerun plan: {jobs}"
 
     # the real rerun of the killed job: it completes and no finished output changes
     run_snakemake(wd, [f"results/{EXP}/baseline/mlp/standard/seed1/metrics.json"], log_name="phase3.out").check()
@@ -400,8 +400,8 @@ def _error_line(text: str, path: str) -> str:
 
 @pytest.mark.e2e
 def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_reference, tmp_path):
-    """A truncated baseline model.pt, a garbage stats.pt and a truncated pruned model.pt given to collect_stats,
-    score and finetune: each job fails with a message naming the file, its producing rule and the
+    """A truncated baseline model.pt, a garbage stats.pt and a truncated score file given to collect_stats,
+    score and prune_finetune: each job fails with a message naming the file, its producing rule and the
     `--forcerun <rule>` that regenerates it."""
     wd = _copy_run(tiny_reference, tmp_path / "wf")
     r = f"results/{EXP}"
@@ -409,7 +409,9 @@ def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_
     cases = {   # corrupted file -> (its producer, the downstream output whose job reads it)
         f"{r}/baseline/mlp/standard/seed0/model.pt": ("train_baseline", f"{r}/stats/mlp/standard/seed0/stats.pt"),
         f"{r}/stats/cnn/standard/seed0/stats.pt": ("collect_stats", f"{r}/scores/cnn/standard/seed0/magnitude.pt"),
-        f"{r}/pruned/cnn/standard/seed0/{sub}/model.pt": ("prune", f"{r}/finetuned/cnn/standard/seed0/{sub}/model.pt"),
+        # written after the stats.pt above, so the score file stays newer than its input and is not redone
+        f"{r}/scores/cnn/standard/seed0/screening.pt": ("score",
+                                                        f"{r}/finetuned/cnn/standard/seed0/screening/{sub[10:]}/model.pt"),
     }
     for bad, (_, downstream) in cases.items():
         if bad.endswith("stats.pt"):
@@ -419,9 +421,9 @@ def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_
         (wd / downstream).unlink()
     # mtime triggers only: the copied run must not be redone because a rule changed since it was made
     run = run_snakemake(wd, [d for _, d in cases.values()], "--keep-going", "--rerun-triggers", "mtime",
-                        "--allowed-rules", "collect_stats", "score", "finetune")
+                        "--allowed-rules", "collect_stats", "score", "prune_finetune")
     planned = {r for r, _, _ in job_blocks(run.out)}
-    assert planned == {"collect_stats", "score", "finetune"}, planned
+    assert planned == {"collect_stats", "score", "prune_finetune"}, planned
     assert run.rc != 0, "jobs reading corrupt files succeeded"
     for bad, (producer, downstream) in cases.items():
         line = _error_line(run.out, bad)

@@ -90,7 +90,7 @@ def test_workflow_runs_every_stage_for_both_regimes(tmp_path):
     for path, _, rule, *_ in rows:
         m = re.search(r"/(standard|pat)/", path)
         by_rule.setdefault(rule, set()).add(m and m.group(1))
-    for rule in ("train_baseline", "collect_stats", "score", "prune", "finetune"):
+    for rule in ("train_baseline", "collect_stats", "score", "prune_finetune"):
         assert by_rule[rule] == {"standard", "pat"}, rule
     # both baselines for real: the regulariser reaches only the pat job, and changes its training
     root = wd / "results" / cfg["experiment"] / "baseline/mlp"

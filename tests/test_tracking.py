@@ -99,10 +99,12 @@ def assert_one_tagged_nested_run_per_job(uri: str, results: Path, history: bool 
 
 
 def job_log(results: Path, run_meta: dict) -> Path:
-    """results/{exp}/logs/{rule}/{arch}/{regime}/seed{seed}[/{method}/{granularity}/r{ratio}].log of a job."""
+    """results/{exp}/logs/{rule}/{arch}/{regime}/seed{seed}[/{method}/{granularity}/r{ratio}].log of a job (the
+    prune and finetune steps share their prune_finetune job's log)."""
     wc = run_meta["wildcards"]
     parts = [{"seed": f"seed{wc[k]}", "ratio": f"r{wc[k]}"}.get(k, wc[k]) for k in WILDCARDS if k in wc]
-    return results / "logs" / run_meta["rule"] / Path(*parts[:-1]) / f"{parts[-1]}.log"
+    rule = {"prune": "prune_finetune", "finetune": "prune_finetune"}.get(run_meta["rule"], run_meta["rule"])
+    return results / "logs" / rule / Path(*parts[:-1]) / f"{parts[-1]}.log"
 
 
 def sync(results: Path, uri: str) -> dict:

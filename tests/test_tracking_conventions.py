@@ -54,7 +54,8 @@ def test_sync_uses_mlflow_conventions(tmp_path, caplog):
         tags = run.data.tags
         assert tags["mlflow.source.git.commit"] == "0123456789ab" and tags["prunelab.git_dirty"] == "true"
         rule = tags["prunelab.rule"]
-        assert tags["mlflow.source.name"] == f"scripts/{'train_baseline' if rule == 'train_baseline' else 'prune'}.py"
+        script = "train_baseline" if rule == "train_baseline" else "prune_finetune"
+        assert tags["mlflow.source.name"] == f"scripts/{script}.py"
         assert not any(k.startswith("wildcard.") for k in tags) and tags["arch"] == "mlp"
         inputs = run.inputs.dataset_inputs
         if tags["stage"] == "baseline":

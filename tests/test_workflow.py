@@ -1,8 +1,10 @@
 """End to end: the whole DAG on the tiny config in a temporary folder, then the caching contract."""
 import csv
 import json
+import math
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -78,6 +80,38 @@ def test_mlflow_has_one_run_per_job_with_tags(tiny_run):
     assert "top1_val" in base.data.metrics and "train.lr" in base.data.params
 
 
+# Columns that measure the machine (time) or name the code version; every other column must not move.
+MACHINE_COLUMNS = {"wall_s", "git_commit", "source_hash"}
+
+
+def same_value(a: str, b: str) -> bool:
+    """Equal strings, or numbers equal to 1e-9 relative (the last digits of a float's text)."""
+    if a == b:
+        return True
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except ValueError:
+        return False
+
+
+def test_results_match_the_stored_tiny_run(tiny_run):
+    """The tiny config's results.csv equals tests/fixtures/tiny_results.csv (written by the code before the
+    prune and finetune rules became one job) in every column but timings and code version: accuracy, sizes,
+    MACs, config hashes, layer_kept, ... A refactoring that changes a number fails here."""
+    wd, _ = tiny_run
+    fixture = Path(__file__).parent / "fixtures" / "tiny_results.csv"
+    want, got = (list(csv.DictReader(open(p))) for p in (fixture, wd / "results/tiny/report/tables/results.csv"))
+    key = ("stage", "arch", "regime", "seed", "method", "granularity", "ratio_requested")
+    want, got = ({tuple(r[k] for k in key): r for r in rows} for rows in (want, got))
+    assert sorted(got) == sorted(want)
+    assert set(next(iter(got.values()))) == set(next(iter(want.values())))
+    for k, row in want.items():
+        for col, value in row.items():
+            if col in MACHINE_COLUMNS or col.startswith("latency_"):
+                continue
+            assert same_value(got[k][col], value), f"{k}: {col} is {got[k][col]!r}, stored {value!r}"
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     wd, _ = tiny_run
     assert jobs_planned(wd) == {}
@@ -89,16 +123,16 @@ def test_new_ratio_runs_only_its_jobs(tiny_run):
     cfg["granularities"]["unstructured"].append(0.8)
     (wd / "more.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(wd, "--configfile", "more.yaml")
-    assert planned == {"prune": 4, "finetune": 4, "report": 1, "track": 1}
+    assert planned == {"prune_finetune": 4, "report": 1, "track": 1}
 
 
-def test_finetune_settings_do_not_retrain_baselines(tiny_run):
+def test_finetune_settings_rerun_only_pruning_jobs(tiny_run):
     wd, _ = tiny_run
     cfg = yaml.safe_load((wd / "tiny.yaml").read_text())
     cfg["finetune"]["lr"] = 0.03
     (wd / "ft.yaml").write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(wd, "--configfile", "ft.yaml")
-    assert planned == {"finetune": 8, "report": 1, "track": 1}
+    assert planned == {"prune_finetune": 8, "report": 1, "track": 1}
 
 
 def test_report_regenerates_alone(tiny_run):

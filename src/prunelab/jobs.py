@@ -33,6 +33,9 @@ def setup_logging(log_file: str | Path | None) -> None:
     traceback, then as the file's last line `ERROR <ExceptionType>: <message on one line>`; the console still
     shows the usual traceback.
     """
+    if log_file and any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == Path(log_file).resolve()
+                        for h in logging.getLogger().handlers):
+        return  # the second Job of a two-step job (prune_finetune) appends to the same log
     handlers = [logging.FileHandler(log_file, mode="w")] if log_file else [logging.StreamHandler(sys.stderr)]
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -145,12 +148,18 @@ class Job:
         log.info("job %s started; params hash %s", job_id(rule, self.wildcards), config_hash(self.job_params()))
 
     @classmethod
-    def from_snakemake(cls, smk, out_key: str = "metrics", **kw) -> "Job":
-        """Build from the `snakemake` object a `script:` receives; the output named `out_key` fixes the folder."""
+    def from_snakemake(cls, smk, out_key: str = "metrics", rule: str | None = None, without: tuple = (),
+                       **kw) -> "Job":
+        """Build from the `snakemake` object a `script:` receives; the output named `out_key` fixes the folder.
+
+        A rule that does two steps in one process (prune_finetune) builds one Job per step: `rule` names the
+        step (its run.json, MLflow run and log lines), `without` drops the params only the other step uses.
+        """
         wildcards = {k: smk.wildcards[k] for k in smk.wildcards.keys()}
         out_dir = Path(getattr(smk.output, out_key)).parent
         log_file = smk.log[0] if len(smk.log) else None
-        return cls(smk.rule, wildcards, resolved_params(smk), out_dir, log_file, threads=smk.threads, **kw)
+        params = {k: v for k, v in resolved_params(smk).items() if k not in without}
+        return cls(rule or smk.rule, wildcards, params, out_dir, log_file, threads=smk.threads, **kw)
 
     def job_params(self) -> dict:
         """The resolved config this job used (runtime settings included), without file paths and threads."""

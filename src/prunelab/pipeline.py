@@ -69,9 +69,11 @@ def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: t
 
 def model_fields(model: nn.Module, data: dict, dense: dict, device, latency_cfg: dict,
                  dense_latency: DenseLatency | None = None) -> dict:
-    """Cost fields (size, MACs, latency) + test fields of a model, for metrics.json. dense_latency (from
-    `dense_reference`; None for a baseline): the model is timed interleaved with the dense one."""
+    """Cost fields (size, MACs, latency), top1_val and the test fields of a model, for metrics.json: every
+    evaluation a job records, each split read once. dense_latency (from `dense_reference`; None for a
+    baseline): the model is timed interleaved with the dense one."""
     fields = cost_fields(model, data["in_shape"], dense, device, dense_latency, latency_cfg)
+    fields["top1_val"] = val_top1(model, data, device)
     fields.update(test_fields(model, data, device))
     return fields
 

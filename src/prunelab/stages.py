@@ -3,7 +3,7 @@
 Fine-tuning budget: every method of an experiment gets the same `finetune` config. With the iterative schedule
 (Han et al. 2015 for weights; for channels as Molchanov et al. 2017 / Li et al. 2017 prune and retrain in
 rounds) the k rounds share that budget: rounds 1..k-1 each fine-tune epochs // k inside
-the prune job (after re-scoring the current model with the same method), the finetune rule spends the rest.
+the pruning step (after re-scoring the current model with the same method), the final fine-tuning spends the rest.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio:
 
 
 def finetune_split(finetune_cfg: dict, prune_cfg: dict) -> tuple[int, int]:
-    """(epochs per intermediate round inside the prune job, epochs left for the finetune rule)."""
+    """(epochs per intermediate pruning round, epochs left for the final fine-tuning)."""
     total = int(finetune_cfg["epochs"])
     if prune_cfg.get("schedule", "oneshot") != "iterative":
         return 0, total
@@ -176,12 +176,3 @@ def rescorer(method: str, method_cfg: dict, data: dict, stats_cfg: dict, seed: i
         return score_model(model, stats, method, method_cfg)
 
     return rescore
-
-
-def val_and_test(model: nn.Module, data: dict, device) -> dict:
-    """top1_val and the test fields of a model (its single test read)."""
-    from prunelab.metrics import evaluate
-    from prunelab.pipeline import test_fields
-
-    x, y = split_tensors(data, "val", device)
-    return {"top1_val": evaluate(model, x, y)["top1"], **test_fields(model, data, device)}

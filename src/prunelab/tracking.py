@@ -97,12 +97,14 @@ def _numeric(metrics: dict) -> dict[str, float]:
 
 
 REPO = Path(__file__).resolve().parents[2]
+# Job steps whose script is named for the rule that runs them together.
+STEP_SCRIPTS = {"prune": "prune_finetune", "finetune": "prune_finetune"}
 
 
 def source_tags(rule: str, metrics: dict) -> dict[str, str]:
     """MLflow's standard source tags: mlflow.source.git.commit (the commit metrics.json records, '-dirty' dropped
     and flagged in prunelab.git_dirty), mlflow.source.name (the rule's script, repository-relative) and type."""
-    script = Path("scripts") / f"{rule}.py"
+    script = Path("scripts") / f"{STEP_SCRIPTS.get(rule, rule)}.py"
     tags = {"mlflow.source.name": str(script) if (REPO / script).is_file() else f"workflow/Snakefile (rule {rule})",
             "mlflow.source.type": "JOB"}
     commit = metrics.get("git_commit")
@@ -225,11 +227,18 @@ def sync_results(results_dir: str | Path, uri: str, experiment: str) -> dict[str
 
 
 class LiveRun:
-    """A job's live MLflow run (mode 'live'); every MLflow failure degrades to files + an unsynced marker."""
+    """A job's live MLflow run (mode 'live'); every MLflow failure degrades to files + an unsynced marker.
+
+    A URI that failed once in this process is not tried again (a process running two job steps waits and warns
+    once)."""
+    failed_uris: set[str] = set()
 
     def __init__(self, uri: str, experiment: str, out_dir: str | Path, rule: str, wildcards: dict,
                  params: dict, parent: str | None):
-        self.out_dir, self.ok, self.client, self.rid, self.rule = Path(out_dir), True, None, None, rule
+        self.out_dir, self.ok, self.client, self.rid, self.rule, self.uri = Path(out_dir), True, None, None, rule, uri
+        if uri in LiveRun.failed_uris:
+            self.ok = False
+            return
         try:
             from mlflow.tracking import MlflowClient
 
@@ -259,6 +268,7 @@ class LiveRun:
             log.warning("MLflow tracking unavailable (%s: %s); results are kept in files and marked for "
                         "`make mlflow-sync`", type(exc).__name__, exc)
         self.ok = False
+        LiveRun.failed_uris.add(self.uri)
 
     def log_epoch(self, record: dict) -> None:
         if not self.ok:

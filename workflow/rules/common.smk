@@ -329,8 +329,9 @@ def lrp_rule(regime, arch):
 
 
 def iterative_settings(wc):
-    """What an iterative prune job also needs (statistics and fine-tuning settings); None for one-shot, so
-    one-shot prune jobs do not rerun when fine-tuning settings change."""
+    """What the pruning step of an iterative job also needs (statistics and fine-tuning settings); None for
+    one-shot, whose pruning record (params, config_hash) then holds only what pruning uses.
+    """
     if config["prune"]["schedule"] != "iterative":
         return None
     return {"finetune": recipe("finetune", wc.arch), "stats": config["stats"]}
