@@ -67,6 +67,7 @@ unit: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
+	$(BIN)/python tools/import_contract.py src
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 

@@ -40,8 +40,9 @@ from pathlib import Path
 
 import torch
 
+from prunelab.methods import required_statistics
 from prunelab.models import build_model, place
-from prunelab.stats import collect_statistics, required_statistics
+from prunelab.stats import collect_statistics
 
 MODELS = {  # name: (arch, samples, batch size)
     "mlp": ({"name": "mlp", "options": {"hidden": [128, 64]}, "in_shape": [1, 8, 8], "num_classes": 10}, 2048, 256),
@@ -97,7 +98,8 @@ def repeat_products(model: torch.nn.Module, k: int) -> list:
 def floor_hooks(model: torch.nn.Module, kind: str, x_probe: torch.Tensor) -> list:
     """Forward hooks adding the unavoidable work of a statistic to an evaluation pass: "sqnorm" Σ a² of every
     Conv2d/Linear input per unit; "rank" the matrix rank of every unit activation's maps (1×1: nonzero)."""
-    from prunelab.stats import activation_sources, prunable_layers
+    from prunelab.models import prunable_layers
+    from prunelab.stats import activation_sources
 
     if kind == "sqnorm":
         def sq(m, inp, out):

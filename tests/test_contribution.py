@@ -11,7 +11,8 @@ from prunelab.methods import score_model
 from prunelab.methods.contribution import Consumer, downstream_consumers
 from prunelab.models import Add, build_model, classifier_name, prunable_layers
 from prunelab.prune import validate_scores
-from prunelab.stats import CONTRIBUTION_EPS, collect_statistics, required_statistics
+from prunelab.methods import required_statistics
+from prunelab.stats import CONTRIBUTION_EPS, collect_statistics
 
 MEAN_ONLY = {"contribution_mean"}
 

@@ -9,10 +9,10 @@ from sklearn.feature_selection import f_classif
 from torch import nn
 
 import prunelab.methods as methods
-from prunelab.methods import method_names, score_model
+from prunelab.methods import method_names, required_statistics, score_model
 from prunelab.methods.screening import anova_f
 from prunelab.models import build_model, prunable_layers
-from prunelab.stats import collect_statistics, required_statistics
+from prunelab.stats import collect_statistics
 
 BUILTIN = ["contribution", "magnitude", "random", "screening", "taylor"]
 

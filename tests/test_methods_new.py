@@ -12,11 +12,11 @@ from scipy.optimize import minimize
 from torch import nn
 
 import prunelab.stats_extra as stats_extra
-from prunelab.methods import METHODS, inapplicable_reason, score_model
+from prunelab.methods import METHODS, inapplicable_reason, required_statistics, score_model
 from prunelab.methods.fpgm import geometric_median
 from prunelab.methods.lamp import lamp_layer
 from prunelab.models import build_model
-from prunelab.stats import collect_statistics, required_statistics
+from prunelab.stats import collect_statistics
 
 
 def convnet() -> nn.Sequential:

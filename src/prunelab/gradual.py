@@ -40,6 +40,8 @@ from prunelab.models import (TV_PREFIX, architecture, build_model, classifier_na
                               prunable_layers)
 from prunelab.pipeline import architecture_for, calibration_subset
 from prunelab.prune import normalized, structured_groups
+from prunelab.regularizers import regularizer_loss
+from prunelab.settings import TrainSettings, method_defaults, section_defaults
 from prunelab.structured import check_equivalence, following_bn, remove_units
 from prunelab.train import TrainResult, seed_everything, train_model
 
@@ -198,7 +200,7 @@ class GradualFRS:
         if unknown:
             raise ValueError(f"gradual: unknown settings {sorted(unknown)}; valid: {sorted(GRADUAL_KEYS)}")
         self.ratio = validate_ratio(ratio)
-        self.frs_cfg = {"alpha": 2.0, "beta": 1.0, **(frs_cfg or {})}
+        self.frs_cfg = {**method_defaults("frs"), **(frs_cfg or {})}
         self.stats_cfg, self.device = stats_cfg, device
         self.num_classes = int(data["num_classes"])
         self.x, self.y = calibration_subset(data, int(stats_cfg["samples"]), seed, device)
@@ -214,12 +216,13 @@ class GradualFRS:
         if not self.groups:
             raise ValueError("gradual: no prunable channels (every layer is the classifier, ignored or a residual "
                              "stream)")
-        self.min_keep = int(cfg.get("min_keep_units", 1))
+        cfg = {**section_defaults("gradual"), "min_keep_units": section_defaults("prune")["min_keep_units"], **cfg}
+        self.min_keep = int(cfg["min_keep_units"])
         self.n_total = sum(g["units"] * len(g["members"]) for g in self.groups)
         cap = sum((g["units"] - min(self.min_keep, g["units"])) * len(g["members"]) for g in self.groups)
         self.target = min(int(math.floor(self.ratio * self.n_total + 0.5)), cap)
-        self.epochs_at = pruning_epochs(int(cfg.get("interval", 1)), cfg.get("stop_epoch"), int(epochs))
-        self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg.get("channels_per_step"))
+        self.epochs_at = pruning_epochs(int(cfg["interval"]), cfg["stop_epoch"], int(epochs))
+        self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg["channels_per_step"])
         members = [n for g in self.groups for n in g["members"]]
         self.keeper = ChannelKeeper(model, members, following_bn(model, self.example))
         self.steps: list[dict] = []
@@ -296,9 +299,10 @@ def train_gradual(data: dict, spec: dict, train_cfg: dict, gradual_cfg: dict, ra
         if on_epoch is not None:
             on_epoch(rec)
 
-    result = train_model(model, data, {**train_cfg, "select": "last"}, device, seed, after_step=pruner.after_step,
+    train_cfg = TrainSettings.of(train_cfg)
+    result = train_model(model, data, train_cfg.replace(select="last"), device, seed, after_step=pruner.after_step,
                          before_epoch=pruner.before_epoch, on_epoch=record)
-    if train_cfg.get("select", "best_val") == "best_val":
+    if train_cfg.select == "best_val":
         model.load_state_dict(best["state"])
         result.best_epoch, result.best_top1_val = best["epoch"], best["top1_val"]
     else:
@@ -323,15 +327,7 @@ def train_scratch(arch: dict, data: dict, train_cfg: dict, epochs: int, seed: in
     """Train `scratch_model(arch, seed)` with the baseline recipe `train_cfg` for `epochs` (baseline +
     fine-tuning epochs); regularizer_cfg {kind, beta} as the regime's baseline (None: standard)."""
     model = place(scratch_model(arch, seed), device)
-    extra_loss, reg = None, None
-    if regularizer_cfg and regularizer_cfg.get("beta", 0) > 0:
-        from prunelab.regularizers import ContributionRegularizer
-
-        reg = ContributionRegularizer(model, regularizer_cfg["kind"])
-        beta = float(regularizer_cfg["beta"])
-        extra_loss = lambda: beta * reg.value()  # noqa: E731
-    result = train_model(model, data, {**train_cfg, "epochs": int(epochs)}, device, seed, extra_loss=extra_loss,
-                         on_epoch=on_epoch)
-    if reg is not None:
-        reg.remove()
+    with regularizer_loss(model, regularizer_cfg) as extra_loss:
+        result = train_model(model, data, TrainSettings.of(train_cfg).replace(epochs=int(epochs)), device, seed,
+                             extra_loss=extra_loss, on_epoch=on_epoch)
     return model, result

@@ -36,7 +36,8 @@ import torch.nn as nn
 from torch.nn.modules import module as _module_globals
 
 from prunelab.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
-from prunelab.lrp_rules import _ab_rule, _record, _reduce, _Relevance, _rule_backward, _rule_forward, _signed, _vjp
+from prunelab.lrp_rules import (RelevanceFunction, ab_rule, is_signed, record_relevance, reduce_maps, rule_backward,
+                                rule_forward, vjp)
 from prunelab.models.layers import Add, ShortcutA
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -165,9 +166,9 @@ class RelevanceSession:
             if type(mod) in _PASS:  # eval-mode identity ops: the gradient is the relevance
                 return fwd(mod, *xs)
             if any(x.requires_grad for x in xs):
-                return _Relevance.apply(mod, rule, name, state, *xs)
+                return RelevanceFunction.apply(mod, rule, name, state, *xs)
             if rule == "alpha_beta":  # no relevance wanted at its input: record the output's, stop there
-                return _Relevance.apply(mod, "leaf", name, state, state["anchor"], *xs)
+                return RelevanceFunction.apply(mod, "leaf", name, state, state["anchor"], *xs)
             if getattr(mod, "inplace", False):  # no relevance wanted below: the module's own forward
                 xs = tuple(x.clone() for x in xs)
             with torch.no_grad():
@@ -228,14 +229,14 @@ class RelevanceSession:
         state, tape, h = self.state, [], xin
         for step, name, m, fwd, nonneg in self._plan:
             if step == "ab":
-                ab = _ab_rule(state, name, m)
-                signed = not nonneg and _signed(h)
+                ab = ab_rule(state, name, m)
+                signed = not nonneg and is_signed(h)
                 out, zs = ab.forward(h, signed)
                 tape.append((name, ab, (h, zs, signed)))
             elif step == "relu_":
                 out = h.relu_()
             elif step == "rule":
-                out, saved = _rule_forward(m, self._rules[name], name, state, (h,), nonneg)
+                out, saved = rule_forward(m, self._rules[name], name, state, (h,), nonneg)
                 tape.append((name, None, saved))
             else:  # the module's own forward
                 out = fwd(h.clone() if getattr(m, "inplace", False) and fwd is not torch.relu else h)
@@ -252,13 +253,13 @@ class RelevanceSession:
         while tape:  # popped: each step's saved tensors are freed as soon as it is done
             name, ab, saved = tape.pop()
             if ab is not None:
-                _record(state, name, r)
+                record_relevance(state, name, r)
                 r = ab.backward(*saved[:2], r, saved[2])
             elif saved is None:  # the leaf: nothing below it wants relevance
-                _record(state, name, r)
+                record_relevance(state, name, r)
                 return None
             else:
-                r = _rule_backward(self._rules[name], name, state, saved, r, (True,))[0]
+                r = rule_backward(self._rules[name], name, state, saved, r, (True,))[0]
         return r
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.Tensor | None, torch.Tensor]:
@@ -290,7 +291,7 @@ class RelevanceSession:
                     logits = self._graph_pass(xin)
                     r0 = self._r0(logits, y)
                     start = xin if self.input_relevance else state["anchor"]
-                    r_in = _vjp(logits, [start], r0)[0] if logits.requires_grad else None
+                    r_in = vjp(logits, [start], r0)[0] if logits.requires_grad else None
                     r_in = r_in if self.input_relevance else None
                 state["check"] = False  # graph checked: a static graph is assumed from here on
         if self.input_relevance:
@@ -301,7 +302,7 @@ class RelevanceSession:
                 out[name] = state["out"][name].detach()
             elif name in state["shapes"]:
                 zero = xin.new_zeros(state["shapes"][name])
-                out[name] = _reduce(zero) if state["reduce"] else zero
+                out[name] = reduce_maps(zero) if state["reduce"] else zero
         state["out"], state["anchor"] = {}, None
         return out, r_in, logits.detach()
 

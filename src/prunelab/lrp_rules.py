@@ -20,7 +20,7 @@ def _stab_div_(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.div(r, z, out=z)
 
 
-def _signed(a: torch.Tensor) -> bool:
+def is_signed(a: torch.Tensor) -> bool:
     """Whether a has a negative entry (one min over its dense memory: NHWC reductions are slow)."""
     if a.dim() == 4 and not a.is_contiguous() and a.is_contiguous(memory_format=torch.channels_last):
         a = a.permute(0, 2, 3, 1)
@@ -126,23 +126,23 @@ class _AlphaBeta:
 def alpha_beta_step(module: nn.Module, a: torch.Tensor, r: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """αβ rule through one Conv2d (a: B×C×H×W) or Linear (a: B×I); r is the relevance at the output
     (shape of module(a)); returns the relevance at the input, shape of a."""
-    rule, signed = _AlphaBeta(module, alpha, beta), _signed(a)
+    rule, signed = _AlphaBeta(module, alpha, beta), is_signed(a)
     return rule.backward(a, rule.forward(a, signed)[1], r, signed)
 
 
-def _reduce(r: torch.Tensor) -> torch.Tensor:
+def reduce_maps(r: torch.Tensor) -> torch.Tensor:
     """Unit relevance B×U: conv maps B×C×H×W → signed mean over H×W."""
     return r.flatten(2).mean(2) if r.dim() > 2 else r
 
 
-def _vjp(out: torch.Tensor, inputs: list[torch.Tensor], v: torch.Tensor) -> tuple:
+def vjp(out: torch.Tensor, inputs: list[torch.Tensor], v: torch.Tensor) -> tuple:
     """Σ v·∂out/∂inputs, as the gradient of the scalar <out, v> (autograd.grad with a grad tensor
     imports sympy on first use: seconds per process)."""
     with torch.enable_grad():
         return torch.autograd.grad((out * v).sum(), inputs, allow_unused=True)
 
 
-def _ab_rule(state: dict, name: str, module: nn.Module) -> _AlphaBeta:
+def ab_rule(state: dict, name: str, module: nn.Module) -> _AlphaBeta:
     """The layer's prepared αβ weights, made again only when its weight changed."""
     rule, w = state["ab"].get(name), module.weight
     if rule is None or rule.key != (w.data_ptr(), w._version, state["alpha"], state["beta"]):
@@ -150,16 +150,16 @@ def _ab_rule(state: dict, name: str, module: nn.Module) -> _AlphaBeta:
     return rule
 
 
-def _record(state: dict, name: str, r: torch.Tensor) -> None:
+def record_relevance(state: dict, name: str, r: torch.Tensor) -> None:
     """Add r (relevance at layer `name`'s output) to the pass's layer relevances."""
     if name in state["layers"]:
-        unit = _reduce(r) if state["reduce"] else r.clone()
+        unit = reduce_maps(r) if state["reduce"] else r.clone()
         prev = state["out"].get(name)
         state["out"][name] = unit if prev is None else prev + unit
 
 
-def _rule_forward(module: nn.Module, rule: str, name: str, state: dict, xs: tuple, nonneg: bool = False):
-    """One ruled module's forward for LRP → (output, what _rule_backward needs). nonneg: xs known ≥ 0."""
+def rule_forward(module: nn.Module, rule: str, name: str, state: dict, xs: tuple, nonneg: bool = False):
+    """One ruled module's forward for LRP → (output, what rule_backward needs). nonneg: xs known ≥ 0."""
     fwd = type(module).forward
     if getattr(module, "inplace", False):  # e.g. ReLU(inplace=True): never write into a saved tensor
         xs = tuple(x.clone() for x in xs)
@@ -168,7 +168,7 @@ def _rule_forward(module: nn.Module, rule: str, name: str, state: dict, xs: tupl
         state["shapes"].setdefault(name, out.shape)
         return out, ("leaf",)
     if rule == "alpha_beta":
-        ab, signed = _ab_rule(state, name, module), not nonneg and _signed(xs[0])
+        ab, signed = ab_rule(state, name, module), not nonneg and is_signed(xs[0])
         out, zs = ab.forward(xs[0], signed)
         state["shapes"].setdefault(name, out.shape)
         return out, ("ab", ab, signed, xs[0], zs)   # zs: overwritten in backward
@@ -187,16 +187,16 @@ def _rule_forward(module: nn.Module, rule: str, name: str, state: dict, xs: tupl
     return (out.clone() if out is xs[0] else out), ("identity",)
 
 
-def _rule_backward(rule: str, name: str, state: dict, saved: tuple, r: torch.Tensor, need: tuple) -> tuple:
+def rule_backward(rule: str, name: str, state: dict, saved: tuple, r: torch.Tensor, need: tuple) -> tuple:
     """Relevance at each input (None where need[i] is False) from r at the output (see module docstring)."""
     kind = saved[0]
     if kind == "identity":
         return (r,)
     if kind == "leaf":
-        _record(state, name, r)
+        record_relevance(state, name, r)
         return (None,) * len(need)
     if kind == "ab":
-        _record(state, name, r)
+        record_relevance(state, name, r)
         _, ab, signed, a, zs = saved
         return (ab.backward(a, zs, r, signed),)
     if kind == "reshape":
@@ -207,22 +207,22 @@ def _rule_backward(rule: str, name: str, state: dict, saved: tuple, r: torch.Ten
         return (a * s if need[0] else None, s.mul_(b) if need[1] else None)
     _, leaves, out = saved
     if rule == "route":
-        grads = _vjp(out, leaves, r)
+        grads = vjp(out, leaves, r)
         return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
-    grads = _vjp(out, leaves, _stab_div_(r, out.detach().clone()))
+    grads = vjp(out, leaves, _stab_div_(r, out.detach().clone()))
     return tuple(torch.zeros_like(x) if g is None else x.detach() * g for x, g in zip(leaves, grads))
 
 
-class _Relevance(torch.autograd.Function):
+class RelevanceFunction(torch.autograd.Function):
     """Forward = the module's forward (αβ layers: from the stacked product); backward = its relevance rule."""
 
     @staticmethod
     def forward(ctx, module, rule, name, state, *xs):
-        out, ctx.saved = _rule_forward(module, rule, name, state, xs)
+        out, ctx.saved = rule_forward(module, rule, name, state, xs)
         ctx.lrp = (rule, name, state)
         return out
 
     @staticmethod
     def backward(ctx, r):
         saved, ctx.saved = ctx.saved, None
-        return (None, None, None, None) + _rule_backward(*ctx.lrp, saved, r, ctx.needs_input_grad[4:])
+        return (None, None, None, None) + rule_backward(*ctx.lrp, saved, r, ctx.needs_input_grad[4:])

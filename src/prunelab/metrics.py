@@ -26,8 +26,9 @@ def count_nonzero_params(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
 
 
-def _layer_macs(model: nn.Module, in_shape) -> dict[str, int]:
-    """MACs per Conv2d/Linear module for one input of shape `in_shape` (C, H, W), by forward hooks."""
+def layer_macs(model: nn.Module, in_shape) -> dict[str, int]:
+    """MACs per Conv2d/Linear layer name for one input of shape `in_shape` (C, H, W), by forward hooks (sums to
+    `count_macs`)."""
     macs: dict[str, int] = {}
     hooks = []
 
@@ -67,7 +68,7 @@ def count_macs(model: nn.Module, in_shape) -> int:
     Equal to `flop_counter_macs` (torch's FLOP counter, the reference the tests hold it to); the hook count is
     what jobs use because entering FlopCounterMode imports torch._dynamo, seconds per short workflow job.
     """
-    return sum(_layer_macs(model, in_shape).values())
+    return sum(layer_macs(model, in_shape).values())
 
 
 def flop_counter_macs(model: nn.Module, in_shape) -> int:
@@ -84,18 +85,13 @@ def flop_counter_macs(model: nn.Module, in_shape) -> int:
     return int(total // 2)
 
 
-def layer_macs(model: nn.Module, in_shape) -> dict[str, int]:
-    """MACs per Conv2d/Linear layer name for one input (hook-based; sums to `count_macs`)."""
-    return _layer_macs(model, in_shape)
-
-
 def effective_macs(model: nn.Module, in_shape) -> int:
     """Σ over Conv2d/Linear layers of layer MACs × weight density (fraction of nonzero weights).
 
     For a dense or physically pruned model this equals `count_macs`; for a masked model it counts only
     the multiply-accumulates with nonzero weights.
     """
-    per_layer = _layer_macs(model, in_shape)
+    per_layer = layer_macs(model, in_shape)
     modules = dict(model.named_modules())
     total = 0.0
     for name, macs in per_layer.items():

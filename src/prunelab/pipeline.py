@@ -15,6 +15,7 @@ from prunelab.data import normalize
 from prunelab.metrics import evaluate
 from prunelab.models import build_model, place
 from prunelab.records import DenseLatency, cost_fields, dense_latency, dense_summary
+from prunelab.regularizers import regularizer_loss
 from prunelab.train import seed_everything, train_model
 
 log = logging.getLogger("prunelab.pipeline")
@@ -54,16 +55,8 @@ def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: t
     arch = architecture_for(spec, data)
     seed_everything(seed)
     model = place(build_model(arch), device)
-    extra_loss, reg = None, None
-    if regularizer_cfg and regularizer_cfg.get("beta", 0) > 0:
-        from prunelab.regularizers import ContributionRegularizer
-
-        reg = ContributionRegularizer(model, regularizer_cfg["kind"])
-        beta = float(regularizer_cfg["beta"])
-        extra_loss = lambda: beta * reg.value()  # noqa: E731
-    result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
-    if reg is not None:
-        reg.remove()
+    with regularizer_loss(model, regularizer_cfg) as extra_loss:
+        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
     return model, arch, result
 
 
@@ -95,7 +88,7 @@ def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tup
 
 def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: dict,
                                 seed: int, device, lrp: dict | None = None) -> dict:
-    """Statistics `needs` (see prunelab.stats.required_statistics) of a trained model on its calibration subset.
+    """Statistics `needs` (see prunelab.methods.required_statistics) of a trained model on its calibration subset.
 
     lrp: {"alpha", "beta"} of the LRP-αβ rule, for the "relevance" statistic (the frs method's options).
     """

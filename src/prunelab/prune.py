@@ -280,7 +280,7 @@ def iterative_ratios(target: float, steps: int) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------------------- structured
-def _out_pruning_fn(module: nn.Module):
+def out_pruning_fn(module: nn.Module):
     import torch_pruning as tp
 
     return tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
@@ -319,7 +319,7 @@ def structured_groups(model: nn.Module, example_input: torch.Tensor | None = Non
     for name, m in layers:
         if name in seen:
             continue
-        g = dg.get_pruning_group(m, _out_pruning_fn(m), list(range(m.weight.shape[0])))
+        g = dg.get_pruning_group(m, out_pruning_fn(m), list(range(m.weight.shape[0])))
         members = [names[d.target.module] for d, _ in g
                    if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names]
         kinds = " ".join(str(d.target.name) for d, _ in g)
@@ -352,7 +352,7 @@ def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> to
     return out
 
 
-def _select_structured(model, scores, ratio, scope="global", min_keep=1, ignore=(), normalize="l2",
+def select_structured_groups(model, scores, ratio, scope="global", min_keep=1, ignore=(), normalize="l2",
                        residual="inner", example_input=None, round_to=1):
     """select_structured plus the groups and counts it used: (remove, groups, stats)."""
     ratio = validate_ratio(ratio)
@@ -419,5 +419,5 @@ def select_structured(model: nn.Module, scores: dict, ratio: float, scope: str =
     its highest-scored removed units, so fewer units than requested may go. Coupled layers share indices; see
     the module docstring for group scores and residual streams.
     """
-    return _select_structured(model, scores, ratio, scope, min_keep, ignore, normalize, residual,
+    return select_structured_groups(model, scores, ratio, scope, min_keep, ignore, normalize, residual,
                               example_input, round_to)[0]

@@ -13,6 +13,7 @@ from torch import nn
 
 from prunelab import metrics as M
 from prunelab.deploy import inference_model, latency_form
+from prunelab.settings import LatencySettings
 
 METRICS_KEYS = (
     "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
@@ -126,10 +127,10 @@ def cost_fields(model: nn.Module, in_shape, dense: dict, device: torch.device,
     }
 
 
-def _settings(cfg: dict | None) -> tuple[int, int, bool]:
-    cfg = cfg or {}
-    reps, warm, compiled = cfg.get("repeats", 20), cfg.get("warmup", 5), bool(cfg.get("compile", False))
-    return reps, max(warm, 1) if compiled else warm, compiled  # a compiled form's first call compiles: never time it
+def _settings(cfg: LatencySettings | dict | None) -> tuple[int, int, bool]:
+    """(timed repeats, warm-up calls, compiled) of the `latency` settings (the schema's defaults for missing keys)."""
+    cfg = LatencySettings.of(cfg)
+    return cfg.repeats, max(cfg.warmup, 1) if cfg.compile else cfg.warmup, cfg.compile  # never time compilation
 
 
 def timing_form(model: nn.Module, in_shape, device, latency_cfg: dict | None = None) -> nn.Module:

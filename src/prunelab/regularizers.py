@@ -14,11 +14,14 @@ Forward hooks on every prunable layer keep the layer's input a of the latest for
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunelab.stats import CONTRIBUTION_EPS, conv_geometry, prunable_layers
+from prunelab.models import prunable_layers
+from prunelab.stats import CONTRIBUTION_EPS, conv_geometry
 
 KINDS = ("contribution_entropy", "contribution_l1")
 
@@ -85,3 +88,15 @@ class ContributionRegularizer:
 
     def __exit__(self, *exc):
         self.remove()
+
+
+@contextlib.contextmanager
+def regularizer_loss(model: nn.Module, regularizer_cfg: dict | None):
+    """`extra_loss` for prunelab.train.train_model: β·R of `regularizer_cfg` {kind, beta} (the pat regime), or
+    None without a regulariser or with β = 0 (standard training bit for bit); the hooks go on exit."""
+    if not regularizer_cfg or float(regularizer_cfg["beta"]) <= 0:
+        yield None
+        return
+    beta = float(regularizer_cfg["beta"])
+    with ContributionRegularizer(model, regularizer_cfg["kind"]) as reg:
+        yield lambda: beta * reg.value()

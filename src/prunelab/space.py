@@ -24,7 +24,7 @@ from torch import nn
 
 from prunelab.metrics import layer_macs
 from prunelab.models import architecture, build_model, classifier_name, init_weights, place, prunable_layers
-from prunelab.prune import _out_pruning_fn, normalized, structured_groups
+from prunelab.prune import normalized, out_pruning_fn, structured_groups
 from prunelab.structured import check_equivalence, masked_dense_model, remove_units
 
 FRACTION_RANGE = (0.1, 1.0)  # per-group keep fractions are drawn from U(lo, hi) before the common scaling
@@ -65,7 +65,7 @@ class SpaceModel:
             model.train(was_training)
         for i, g in enumerate(self.groups):
             root = self.layers[g["members"][0]]
-            for dep, idx in dg.get_pruning_group(root, _out_pruning_fn(root), list(range(g["units"]))):
+            for dep, idx in dg.get_pruning_group(root, out_pruning_fn(root), list(range(g["units"]))):
                 n = names.get(dep.target.module)
                 if n is not None and dg.is_in_channel_pruning_fn(dep.handler):
                     self.inputs.setdefault(n, []).append((i, len(idx) / g["units"]))

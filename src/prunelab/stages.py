@@ -18,42 +18,45 @@ from prunelab.models import place
 from prunelab.pipeline import calibration_subset, split_tensors
 from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_round_to,
                             validate_scores)
+from prunelab.settings import PruneSettings, TrainSettings
 from prunelab.train import train_model
 
 log = logging.getLogger("prunelab.stages")
 GRANULARITIES = ("unstructured", "structured")
 
 
-def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio: float, prune_cfg: dict) -> None:
+def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio: float,
+                        prune_cfg: PruneSettings | dict) -> None:
     """Fail before any work: ratio in (0, 1), known granularity, scores for this architecture and granularity,
     a schedule the granularity supports, a valid prune.round_to (structured only, checked for both)."""
+    prune_cfg = PruneSettings.of(prune_cfg)
     validate_ratio(ratio)
-    validate_round_to(prune_cfg.get("round_to", 1))
+    validate_round_to(prune_cfg.round_to)
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     layers = validate_scores(model, scores)
-    steps = prune_cfg.get("iterative_steps", 3)
-    if prune_cfg.get("schedule", "oneshot") == "iterative" and (isinstance(steps, bool) or not isinstance(steps, int)
-                                                                 or steps < 1):
+    steps = prune_cfg.iterative_steps
+    if prune_cfg.iterative and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"prune.iterative_steps must be a positive int, got {steps!r}")
     if any(v.get(granularity) is None for v in layers.values()):
         raise ValueError(f"method '{scores.get('method')}' gives no {granularity} scores; "
                          f"it cannot prune at that granularity")
 
 
-def finetune_split(finetune_cfg: dict, prune_cfg: dict) -> tuple[int, int]:
+def finetune_split(finetune_cfg: TrainSettings | dict, prune_cfg: PruneSettings | dict) -> tuple[int, int]:
     """(epochs per intermediate pruning round, epochs left for the final fine-tuning)."""
-    total = int(finetune_cfg["epochs"])
-    if prune_cfg.get("schedule", "oneshot") != "iterative":
+    total = TrainSettings.of(finetune_cfg, "finetune").epochs
+    prune_cfg = PruneSettings.of(prune_cfg)
+    if not prune_cfg.iterative:
         return 0, total
-    steps = int(prune_cfg.get("iterative_steps", 3))
+    steps = prune_cfg.iterative_steps
     per_round = total // steps
     return per_round, total - per_round * (steps - 1)
 
 
 def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ratio: float, data: dict,
-                prune_cfg: dict, device, seed: int, rescore=None, finetune_cfg: dict | None = None,
-                on_epoch=None):
+                prune_cfg: PruneSettings | dict, device, seed: int, rescore=None,
+                finetune_cfg: TrainSettings | dict | None = None, on_epoch=None):
     """Prune a copy of `dense` → (model, arch, masks | None, info).
 
     unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
@@ -61,24 +64,26 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     re-scores the current model before each later round (optional for unstructured, where it falls back to
     the first scores; required for structured with > 1 round, as the pruned model changes shape), with
     `finetune_cfg` epochs // k between rounds. Ratios are always fractions of the DENSE model's prunable
-    weights / units; structured widths are rounded up to multiples of prune_cfg["round_to"] (default 1).
+    weights / units; structured widths are rounded up to multiples of prune_cfg.round_to.
     """
+    prune_cfg = PruneSettings.of(prune_cfg)
     check_prune_request(dense, scores, granularity, ratio, prune_cfg)
     targets = [ratio]
-    if prune_cfg.get("schedule", "oneshot") == "iterative":
-        targets = iterative_ratios(ratio, int(prune_cfg.get("iterative_steps", 3)))
+    if prune_cfg.iterative:
+        targets = iterative_ratios(ratio, prune_cfg.iterative_steps)
     if granularity == "structured" and len(targets) > 1 and rescore is None:
         raise ValueError(f"the iterative structured schedule ({len(targets)} rounds) needs a rescore function: "
                          f"the pruned model changes shape between rounds, so the first round's scores no longer "
                          f"fit it (pass rescore=..., e.g. stages.rescorer, or use iterative_steps: 1)")
     model = place(copy.deepcopy(dense), device)
-    scope, ignore = prune_cfg.get("scope", "global"), tuple(prune_cfg.get("ignore_layers", []))
+    scope, ignore = prune_cfg.scope, tuple(prune_cfg.ignore_layers)
     per_round, _ = finetune_split(finetune_cfg or {"epochs": 0}, prune_cfg)
 
     def between_rounds(model, k):
         if k < len(targets) - 1 and per_round > 0:
             keeper = MaskKeeper(model, masks) if masks else None
-            train_model(model, data, {**finetune_cfg, "epochs": per_round}, device, seed + 1000 * (k + 1),
+            round_cfg = TrainSettings.of(finetune_cfg, "finetune").replace(epochs=per_round)
+            train_model(model, data, round_cfg, device, seed + 1000 * (k + 1),
                         after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
             if keeper is not None:
                 keeper.remove()
@@ -86,7 +91,7 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     masks = None
     if granularity == "structured":
         return _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, seed, rescore, between_rounds)
-    min_keep = prune_cfg.get("min_keep_fraction", 0.01)
+    min_keep = prune_cfg.min_keep_fraction
     for k, target in enumerate(targets):
         if k > 0 and rescore is not None:
             scores = rescore(model)
@@ -121,10 +126,9 @@ def _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, se
             round_ratio = left / (n0 - removed)
         else:
             round_ratio = target
-        model, arch, info = prune_structured(model, arch, scores, round_ratio, x, scope=prune_cfg.get("scope", "global"),
-                                             min_keep=prune_cfg.get("min_keep_units", 1),
-                                             round_to=prune_cfg.get("round_to", 1),
-                                             ignore=tuple(prune_cfg.get("ignore_layers", [])))
+        model, arch, info = prune_structured(model, arch, scores, round_ratio, x, scope=prune_cfg.scope,
+                                             min_keep=prune_cfg.min_keep_units, round_to=prune_cfg.round_to,
+                                             ignore=tuple(prune_cfg.ignore_layers))
         model = place(model, device)
         n0 = info["n_prunable"] if n0 is None else n0
         removed += info["n_removed"]
@@ -140,13 +144,13 @@ def _structured_rounds(model, arch, scores, targets, data, prune_cfg, device, se
     return model, arch, None, info
 
 
-def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: dict, epochs: int, device,
-                   seed: int, on_epoch=None):
+def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: TrainSettings | dict,
+                   epochs: int, device, seed: int, on_epoch=None):
     """Fine-tune in place for `epochs` (masks kept at zero) → TrainResult, or None when epochs == 0."""
     if epochs <= 0:
         return None
     keeper = MaskKeeper(model, masks) if masks else None
-    result = train_model(model, data, {**finetune_cfg, "epochs": epochs}, device, seed,
+    result = train_model(model, data, TrainSettings.of(finetune_cfg, "finetune").replace(epochs=epochs), device, seed,
                          after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
     if keeper is not None:
         keeper.remove()
@@ -164,9 +168,8 @@ def masks_hold(model: nn.Module, masks: dict | None) -> bool:
 
 def rescorer(method: str, method_cfg: dict, data: dict, stats_cfg: dict, seed: int, device):
     """A function model -> scores that re-collects the statistics `method` needs on the current model."""
-    from prunelab.methods import score_model
+    from prunelab.methods import required_statistics, score_model
     from prunelab.pipeline import collect_baseline_statistics
-    from prunelab.stats import required_statistics
 
     needs = required_statistics([method], {method: method_cfg})
     lrp = method_cfg if "relevance" in needs else None

@@ -41,14 +41,14 @@ position, the sum running over the whole receptive field (input channels × kern
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from prunelab.models import place
+from prunelab.models import place, prunable_layers
 from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
+from prunelab.stats_extra import conv_geometry
 
 STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance",
               "input_sqnorm", "feature_rank", "fisher")
@@ -62,42 +62,7 @@ _NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CEL
               nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Softplus)
 
 
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every Conv2d and Linear of `model` as (name, module) (prunelab.models.prunable_layers)."""
-    from prunelab.models import prunable_layers as layers
-
-    return layers(model)
-
-
-def required_statistics(method_names: Iterable[str], configs: dict[str, dict] | None = None) -> set[str]:
-    """Union of the statistics the named methods declare.
-
-    With `configs` ({method: config}), a method may declare less for its config (contribution with
-    kappa = 0 skips "contribution_sq"); without, the full declaration is used.
-    """
-    from prunelab.methods import get_method
-
-    needs: set[str] = set()
-    for name in method_names:
-        spec = get_method(name)
-        cfg = None if configs is None else configs.get(name)
-        needs |= spec.needs_for_config(cfg)
-    return needs
-
-
 # ------------------------------------------------------------------------------------------ pass helpers
-def conv_geometry(layer: nn.Conv2d, name: str) -> dict:
-    """stride / padding / dilation of a Conv2d for functional calls; refuses what the formulas don't cover."""
-    if layer.groups != 1:
-        raise ValueError(f"layer '{name}': grouped Conv2d (groups={layer.groups}) is not supported by "
-                         "the contribution and fisher statistics")
-    if layer.padding_mode != "zeros" or isinstance(layer.padding, str) and layer.padding != "valid":
-        raise ValueError(f"layer '{name}': Conv2d padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
-                         "is not supported (need integer zero padding)")
-    padding = 0 if isinstance(layer.padding, str) else layer.padding
-    return {"stride": layer.stride, "padding": padding, "dilation": layer.dilation}
-
-
 def _leaf_calls(model: nn.Module, x: torch.Tensor) -> list[tuple]:
     """(name, module, tensor inputs, output, (version of the first input, of the output)) of every leaf-module
     call of one forward, in call order; versions (`Tensor._version`) as the call returns."""

@@ -27,6 +27,18 @@ CHUNK_ELEMENTS = 1 << 24          # per-sample gradient / unfolded input element
 SHIFTED_MIN_CHANNELS = 8          # convs with this many input channels or more: shifted views, no im2col
 
 
+def conv_geometry(layer: nn.Conv2d, name: str) -> dict:
+    """stride / padding / dilation of a Conv2d for functional calls; refuses what the formulas don't cover."""
+    if layer.groups != 1:
+        raise ValueError(f"layer '{name}': grouped Conv2d (groups={layer.groups}) is not supported by "
+                         "the contribution and fisher statistics")
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str) and layer.padding != "valid":
+        raise ValueError(f"layer '{name}': Conv2d padding={layer.padding!r}, padding_mode={layer.padding_mode!r} "
+                         "is not supported (need integer zero padding)")
+    padding = 0 if isinstance(layer.padding, str) else layer.padding
+    return {"stride": layer.stride, "padding": padding, "dilation": layer.dilation}
+
+
 def extra_specs(layers: list, needs: set[str]) -> dict:
     """Staging specs {(layer, key): (shape, dtype)} of the needed statistics among these three."""
     specs = {}
@@ -41,7 +53,6 @@ def extra_specs(layers: list, needs: set[str]) -> dict:
 
 def fisher_geometry(layers: list) -> dict:
     """{layer: None (Linear) or its conv geometry (prunelab.stats.conv_geometry)}."""
-    from prunelab.stats import conv_geometry           # (prunelab.stats imports this module)
 
     return {n: None if isinstance(m, nn.Linear) else conv_geometry(m, n) for n, m in layers}
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from prunelab.models import architecture, prunable_layers
-from prunelab.prune import _out_pruning_fn, _select_structured
+from prunelab.prune import out_pruning_fn, select_structured_groups
 
 
 def following_bn(model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, str]:
@@ -136,7 +136,7 @@ def remove_units(model: nn.Module, remove: dict[str, torch.Tensor], groups: list
                 if not torch.equal(remove[n], idx):
                     raise ValueError(f"coupled layers {root!r} and {n!r} must lose the same units")
             m = modules[root]
-            group = dg.get_pruning_group(m, _out_pruning_fn(m), sorted(int(i) for i in idx))
+            group = dg.get_pruning_group(m, out_pruning_fn(m), sorted(int(i) for i in idx))
             found = {names[d.target.module] for d, _ in group
                      if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names}
             if found != set(g["members"]):
@@ -165,7 +165,7 @@ def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, e
     """
     if not isinstance(example_input, torch.Tensor):
         raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
-    remove, groups, stats = _select_structured(model, scores, ratio, scope, min_keep, ignore, normalize,
+    remove, groups, stats = select_structured_groups(model, scores, ratio, scope, min_keep, ignore, normalize,
                                                residual, example_input, round_to)
     reference = masked_dense_model(model, remove, example_input)
     before = {n: m.weight.shape[0] for n, m in prunable_layers(model)}

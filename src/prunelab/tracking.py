@@ -22,7 +22,6 @@ from pathlib import Path
 from prunelab.io import load_json, save_json
 
 log = logging.getLogger("prunelab.tracking")
-MODES = ("deferred", "live", "off")
 UNSYNCED = ".mlflow_unsynced"
 TAG_JOB, TAG_HASH = "prunelab.job_id", "prunelab.metrics_hash"
 # MLflow's HTTP defaults (7 retries with exponential backoff, 120 s timeout) make one call to an unreachable tracking
@@ -308,13 +307,6 @@ class LiveRun:
                     except Exception:  # noqa: BLE001
                         pass
         (self.out_dir / UNSYNCED).write_text("MLflow was unreachable; run `make mlflow-sync`\n")
-
-
-def tracking_settings(cfg: dict, results_root: str | Path) -> tuple[str, str]:
-    """(mode, uri) from the config's `tracking` block; PRUNELAB_TRACKING_URI overrides the uri."""
-    t = cfg.get("tracking", {}) or {}
-    uri = os.environ.get("PRUNELAB_TRACKING_URI") or t.get("uri") or default_uri(results_root)
-    return t.get("mode", "deferred"), uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,7 @@ from prunelab.data import augment_batch, normalize
 log = logging.getLogger("prunelab.train")
 from prunelab.metrics import evaluate
 from prunelab.models import place
-
-TRAIN_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule", "milestones",
-              "gamma", "augment", "select", "eval_batch_size"}
+from prunelab.settings import TrainSettings
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -91,42 +89,44 @@ class SGD:
             p.add_(d, alpha=-lr)
 
 
-def make_optimizer(model: nn.Module, cfg: dict) -> SGD:
+def make_optimizer(model: nn.Module, cfg: TrainSettings | dict) -> SGD:
     """SGD over all trainable parameters (weight decay on all, as in the CIFAR ResNet recipes)."""
-    return SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
-               weight_decay=cfg.get("weight_decay", 5e-4), nesterov=cfg.get("nesterov", False))
+    cfg = TrainSettings.of(cfg)
+    return SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+               nesterov=cfg.nesterov)
 
 
-def lr_at(epoch: int, cfg: dict) -> float:
-    """Learning rate for a 0-based epoch: 'cosine' to 0 over cfg['epochs'], 'multistep' ×gamma at each
+def lr_at(epoch: int, cfg: TrainSettings | dict) -> float:
+    """Learning rate for a 0-based epoch: 'cosine' to 0 over cfg.epochs, 'multistep' ×gamma at each
     milestone (milestones are epochs; values in (0, 1) are fractions of the run), or 'constant'."""
-    base, epochs = cfg["lr"], cfg["epochs"]
-    kind = cfg.get("schedule", "cosine")
+    cfg = TrainSettings.of(cfg)
+    base, epochs, kind = cfg.lr, cfg.epochs, cfg.schedule
     if kind == "cosine":
         return 0.5 * base * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
     if kind == "multistep":
-        marks = [m * epochs if 0 < m < 1 else m for m in cfg.get("milestones", [0.5, 0.75])]
-        return base * cfg.get("gamma", 0.1) ** sum(epoch >= m for m in marks)
+        marks = [m * epochs if 0 < m < 1 else m for m in cfg.milestones]
+        return base * cfg.gamma ** sum(epoch >= m for m in marks)
     if kind == "constant":
         return base
     raise ValueError(f"train.schedule: expected 'cosine', 'multistep' or 'constant', got {kind!r}")
 
 
-def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, seed: int,
+def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device: torch.device, seed: int,
                 after_step: Callable[[], None] | None = None,
                 extra_loss: Callable[[], torch.Tensor] | None = None,
                 before_epoch: Callable[[int, nn.Module], None] | None = None,
                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` in place on data['train'], validating on data['val'] every epoch.
 
-    data: a prepared dataset (uint8 images, see prunelab.data). cfg: epochs, batch_size, lr, momentum,
-    weight_decay, schedule, milestones, gamma, augment (bool), select ('best_val' | 'last'), steps_per_epoch
-    (None: the whole train split each epoch; k: k batches of a fresh seeded permutation).
+    data: a prepared dataset (uint8 images, see prunelab.data). cfg: a `TrainSettings` (or a dict completed
+    with the schema's `train` defaults); steps_per_epoch None: the whole train split each epoch, k: k batches
+    of a fresh seeded permutation.
     after_step: called after each optimiser step (e.g. re-apply pruning masks). extra_loss: a scalar added to
     the cross-entropy (e.g. a pruning-aware regulariser, already scaled). before_epoch(epoch, model): called
     at the start of each epoch (gradual pruning). on_epoch(record): per-epoch record {epoch, lr, loss_train,
     top1_train, top1_val, loss_val}. With select='best_val' the model ends with the best-validation weights.
     """
+    cfg = TrainSettings.of(cfg)
     seed_everything(seed)
     place(model, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -135,9 +135,9 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
     y_train = data["train"]["y"].to(device)
     x_val = normalize(data["val"]["x"].to(device), mean, std)
     y_val = data["val"]["y"].to(device)
-    aug = data.get("augment", {}) if cfg.get("augment", True) else {}
+    aug = data.get("augment", {}) if cfg.augment else {}
     optimizer = make_optimizer(model, cfg)
-    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    epochs, bs = cfg.epochs, cfg.batch_size
     result = TrainResult()
     best_state, best_val = None, -1.0
     t0 = time.perf_counter()
@@ -148,8 +148,8 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
             group["lr"] = lr_at(epoch, cfg)
         model.train()
         order = torch.randperm(len(x_train), generator=gen).to(device)
-        if cfg.get("steps_per_epoch"):  # a seeded random subset of the split each epoch
-            order = order[: int(cfg["steps_per_epoch"]) * bs]
+        if cfg.steps_per_epoch:  # a seeded random subset of the split each epoch
+            order = order[: cfg.steps_per_epoch * bs]
         loss_sum, correct, seen = 0.0, 0, 0
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
@@ -169,7 +169,7 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
             seen += len(idx)
-        val = evaluate(model, x_val, y_val, cfg.get("eval_batch_size", 1024))
+        val = evaluate(model, x_val, y_val, cfg.eval_batch_size)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss_train": loss_sum / seen,
                   "top1_train": 100.0 * correct / seen, "top1_val": val["top1"], "loss_val": val["loss"]}
         result.history.append(record)
@@ -178,9 +178,9 @@ def train_model(model: nn.Module, data: dict, cfg: dict, device: torch.device, s
             on_epoch(record)
         if val["top1"] > best_val:
             best_val, result.best_epoch = val["top1"], epoch + 1
-            if cfg.get("select", "best_val") == "best_val":
+            if cfg.select == "best_val":
                 best_state = copy.deepcopy(model.state_dict())
-    if best_state is not None and cfg.get("select", "best_val") == "best_val":
+    if best_state is not None and cfg.select == "best_val":
         model.load_state_dict(best_state)
     result.best_top1_val = best_val
     result.wall_s = time.perf_counter() - t0

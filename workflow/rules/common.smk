@@ -8,9 +8,9 @@ from snakemake.utils import validate
 
 from prunelab import config_model_checks as model_checks
 from prunelab.config_checks import ConfigError, check_config
-from prunelab.methods import get_method
+from prunelab.methods import get_method, required_statistics
 from prunelab.methods.variants import expand_methods, select_variants
-from prunelab.stats import required_statistics
+from prunelab.settings import method_defaults
 
 
 def allowed_keys(error):
@@ -186,10 +186,6 @@ wildcard_constraints:
     ratio=r"0\.\d\d",
 
 
-def baseline_dir(wc):
-    return f"{R}/baseline/{wc.arch}/{wc.regime}/seed{wc.seed}"
-
-
 def prune_combos():
     """(arch, regime, seed, method, granularity, ratio) for every pruned model of the experiment."""
     return [
@@ -234,7 +230,7 @@ def gradual_archs():
 
 def frs_config():
     """FRS options of the gradual schedule: the experiment's frs options."""
-    return {"alpha": 2.0, "beta": 1.0, **(config["methods"].get("frs") or {})}
+    return {**method_defaults("frs"), **(config["methods"].get("frs") or {})}
 
 
 def gradual_ratios():

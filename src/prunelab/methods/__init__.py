@@ -5,10 +5,12 @@ A method is one function `fn(model, stats, cfg) -> {layer_name: {"unstructured":
 important = kept longer. Register it with
 
     @register_method("name", needs={"activations"}, granularities=("unstructured", "structured"),
-                     defaults={"lambda": 0.5}, needs_for=lambda cfg: {...})
+                     needs_for=lambda cfg: {...})
 
 `needs`: statistic names (prunelab.stats.STAT_NAMES) the method reads; `needs_for(cfg)` optionally narrows
-them for a resolved config; `defaults`: the config keys with default values (None: keys are not checked);
+them for a resolved config. The method's options and their defaults are the schema's (`methods.<name>` in
+workflow/schemas/config.schema.yaml, read by prunelab.settings.method_defaults); a method the schema does not
+list (a notebook's own) may pass `defaults=` (None: its keys are not checked);
 `inapplicable(model) -> str | None`: why the method cannot score this architecture (None: it can), read by
 `inapplicable_reason` (for the workflow to skip such method × arch pairs) and checked by `score_model`.
 `score_model` validates statistics, config and output, and builds the score-file dict.
@@ -16,15 +18,18 @@ them for a resolved config; `defaults`: the config keys with default values (Non
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from prunelab.methods.variants import base_method, parse_variant
-from prunelab.stats import STAT_NAMES, prunable_layers
+from prunelab.settings import method_defaults
+from prunelab.models import prunable_layers
+from prunelab.stats import STAT_NAMES
 
 GRANULARITIES = ("unstructured", "structured")
 SCORABLE = (nn.Linear, nn.Conv2d)
@@ -77,11 +82,16 @@ def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
         raise ValueError(f"method '{name}': granularities must be a non-empty subset of {GRANULARITIES}, "
                          f"got {granularities!r}")
 
+    options = method_defaults(name)
+    if options is not None and defaults is not None:
+        raise ValueError(f"method '{name}': its options and defaults are the schema's (methods.{name}); "
+                         "do not pass defaults=")
+
     def deco(fn):
         if name in METHODS:
             raise ValueError(f"method '{name}' is already registered")
-        METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities), defaults, needs_for,
-                                   inapplicable)
+        METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities),
+                                   options if options is not None else defaults, needs_for, inapplicable)
         return fn
 
     return deco
@@ -104,6 +114,19 @@ def get_method(name: str) -> MethodSpec:
 def variant_options(name: str) -> tuple[str, dict]:
     """(method, swept options) of a method variant name, read with the method's own option keys."""
     return parse_variant(name, option_names=get_method(name).defaults or ())
+
+
+def required_statistics(method_names: Iterable[str], configs: dict[str, dict] | None = None) -> set[str]:
+    """Union of the statistics the named methods (or variants) declare.
+
+    With `configs` ({method: config}), a method may declare less for its config (contribution with
+    kappa = 0 skips "contribution_sq"); without, the full declaration is used.
+    """
+    needs: set[str] = set()
+    for name in method_names:
+        cfg = None if configs is None else configs.get(name)
+        needs |= get_method(name).needs_for_config(cfg)
+    return needs
 
 
 def inapplicable_reason(method: str, model: nn.Module) -> str | None:
@@ -167,12 +190,9 @@ def score_model(model: nn.Module, stats: dict | None, method: str, cfg: dict | N
     return {"method": method, "config": cfg, "layers": out}
 
 
-# Import the method modules last: each registers itself.
-from . import contribution, magnitude, random, screening, taylor  # noqa: E402,F401
-from . import bn_scale, fpgm, hrank, lamp, obd, wanda  # noqa: E402,F401
-
-if importlib.util.find_spec(f"{__name__}.frs") is not None:
-    from . import frs  # noqa: E402,F401
+# Import every method module of this package last: each registers itself (a new module needs no line here).
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "variants"):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names", "register_method",
-           "score_model", "variant_options"]
+           "required_statistics", "score_model", "variant_options"]

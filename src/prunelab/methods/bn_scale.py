@@ -15,7 +15,7 @@ from torch import nn
 
 from prunelab.methods import register_method
 from prunelab.models import classifier_name
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -42,7 +42,7 @@ def bn_scale_inapplicable(model: nn.Module) -> str | None:
     return None
 
 
-@register_method("bn_scale", needs=set(), granularities=("structured",), defaults={},
+@register_method("bn_scale", needs=set(), granularities=("structured",),
                  inapplicable=bn_scale_inapplicable)
 def bn_scale_scores(model, stats, cfg) -> dict:
     """Structured |γ| per unit (out_units, float64); the classifier gets None."""

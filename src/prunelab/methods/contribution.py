@@ -46,7 +46,7 @@ from torch import nn
 
 from prunelab.methods import register_method
 from prunelab.models import Add, ShortcutA
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
 def contribution_moments(entry: dict, with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -251,7 +251,7 @@ def _needs(cfg: dict) -> set[str]:
     return {"contribution_mean"} | ({"contribution_sq"} if _kappa(cfg) != 0 else set())
 
 
-@register_method("contribution", needs={"contribution_mean", "contribution_sq"}, defaults={"kappa": 0.0},
+@register_method("contribution", needs={"contribution_mean", "contribution_sq"},
                  needs_for=_needs)
 def contribution_scores(model, stats, cfg) -> dict:
     """Unstructured μ + κσ (weight shape); structured: the unit's outgoing μ (see module docstring)."""

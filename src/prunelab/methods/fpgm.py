@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 CENTERS = ("median", "sum")
 WEISZFELD_ITERS = 1000
@@ -58,7 +58,7 @@ def fpgm_layer(w: torch.Tensor, center: str) -> torch.Tensor:
     return torch.cdist(f, f).sum(1)
 
 
-@register_method("fpgm", needs=set(), granularities=("structured",), defaults={"center": "median"})
+@register_method("fpgm", needs=set(), granularities=("structured",))
 def fpgm_scores(model, stats, cfg) -> dict:
     """Structured distance to the geometric median (or summed distance to the other filters) per unit."""
     if cfg["center"] not in CENTERS:

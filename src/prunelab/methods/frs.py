@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 ACC_FLOOR = 1e-6  # a class the model never gets right counts as this accuracy: max weight, no division by zero
 
@@ -36,7 +36,7 @@ def frs_layer(relevance_sum: torch.Tensor, count: torch.Tensor, weights: torch.T
     return s / norm if norm > 0 else s
 
 
-@register_method("frs", needs={"relevance"}, granularities=("structured",), defaults={"alpha": 2.0, "beta": 1.0})
+@register_method("frs", needs={"relevance"}, granularities=("structured",))
 def frs_scores(model, stats, cfg) -> dict:
     """Structured scores from stats "relevance_sum" (K×U), "count" (K) per layer and "class_acc" (K)."""
     alpha, beta = float(cfg["alpha"]), float(cfg["beta"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
 def hrank_inapplicable(model: nn.Module) -> str | None:
@@ -25,7 +25,7 @@ def hrank_inapplicable(model: nn.Module) -> str | None:
     return None
 
 
-@register_method("hrank", needs={"feature_rank"}, granularities=("structured",), defaults={},
+@register_method("hrank", needs={"feature_rank"}, granularities=("structured",),
                  inapplicable=hrank_inapplicable)
 def hrank_scores(model, stats, cfg) -> dict:
     """Structured mean feature-map rank per unit (out_units, float64)."""

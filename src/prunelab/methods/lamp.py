@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
 def lamp_layer(w: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,7 @@ def lamp_layer(w: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(sq).scatter_(0, order, score).reshape(w.shape)
 
 
-@register_method("lamp", needs=set(), granularities=("unstructured",), defaults={})
+@register_method("lamp", needs=set(), granularities=("unstructured",))
 def lamp_scores(model, stats, cfg) -> dict:
     """Unstructured LAMP score per weight (weight shape, float64)."""
     return {name: {"unstructured": lamp_layer(m.weight), "structured": None} for name, m in prunable_layers(model)}

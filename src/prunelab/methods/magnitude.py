@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
-@register_method("magnitude", needs=set(), defaults={})
+@register_method("magnitude", needs=set())
 def magnitude_scores(model, stats, cfg) -> dict:
     """Unstructured |w| (weight shape); structured Σ|w| over each output unit's row / filter (out_units)."""
     out = {}

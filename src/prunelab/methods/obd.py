@@ -14,10 +14,10 @@ tests/test_methods_new.py fills its accumulator with per-sample sums.)
 from __future__ import annotations
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
-@register_method("obd", needs={"fisher"}, defaults={})
+@register_method("obd", needs={"fisher"})
 def obd_scores(model, stats, cfg) -> dict:
     """Unstructured ½·F·w² (weight shape); structured its sum over each unit's incoming weights (out_units)."""
     n = stats["num_samples"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
-@register_method("random", needs=set(), defaults={"seed": 0})
+@register_method("random", needs=set())
 def random_scores(model, stats, cfg) -> dict:
     """Unstructured: U[0, 1) per weight; structured: U[0, 1) per output unit. Same seed → same scores."""
     seed = cfg["seed"]

@@ -25,7 +25,7 @@ import math
 import torch
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 CONSTANT_RTOL = 1e-10   # total sum of squares below this × Σz²: the unit is constant, F = 0
 
@@ -82,7 +82,7 @@ def onto_magnitudes(blend: torch.Tensor, magnitude: torch.Tensor) -> torch.Tenso
     return out.view_as(blend)
 
 
-@register_method("screening", needs={"activations", "input_activations"}, defaults={"lambda": 0.5})
+@register_method("screening", needs={"activations", "input_activations"})
 def screening_scores(model, stats, cfg) -> dict:
     """Blend of screened F and weight magnitude per layer; see the module docstring."""
     lam = _lambda(cfg)

@@ -8,10 +8,10 @@ squared per-sample Taylor term of the unit's activation a (after BN and nonlinea
 from __future__ import annotations
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
-@register_method("taylor", needs={"taylor"}, defaults={})
+@register_method("taylor", needs={"taylor"})
 def taylor_scores(model, stats, cfg) -> dict:
     """Scores from stats "grad_sum" (weight shape) and "taylor_unit_sq_sum" (out_units)."""
     out = {}

@@ -13,10 +13,10 @@ layers (global: the score's scale then includes each layer's input norm; the pap
 from __future__ import annotations
 
 from prunelab.methods import register_method
-from prunelab.stats import prunable_layers
+from prunelab.models import prunable_layers
 
 
-@register_method("wanda", needs={"input_sqnorm"}, granularities=("unstructured",), defaults={})
+@register_method("wanda", needs={"input_sqnorm"}, granularities=("unstructured",))
 def wanda_scores(model, stats, cfg) -> dict:
     """Unstructured |w_ij| · ‖a_i‖₂ (weight shape, float64) per layer."""
     out = {}

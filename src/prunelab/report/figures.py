@@ -12,17 +12,17 @@ from .style import BASELINE_COLOR, finish_figure, method_style, new_figure, pane
 GRAN_ORDER = ("unstructured", "structured")
 
 
-def _grans(values) -> list[str]:
+def granularities_in(values) -> list[str]:
     present = [v for v in pd.unique(values)]
     return [g for g in GRAN_ORDER if g in present] + sorted(str(g) for g in present if g not in GRAN_ORDER)
 
 
-def _methods(frame: pd.DataFrame, label="method", style="style") -> list[tuple[str, str]]:
+def methods_in(frame: pd.DataFrame, label="method", style="style") -> list[tuple[str, str]]:
     pairs = {(lab, st) for lab, st in zip(frame[label], frame[style])}
     return sorted(pairs, key=lambda p: method_rank(*p))
 
 
-def _finite(*cols) -> np.ndarray:
+def finite_rows(*cols) -> np.ndarray:
     return np.logical_and.reduce([np.isfinite(pd.to_numeric(c, errors="coerce").astype(float)) for c in cols])
 
 
@@ -36,7 +36,7 @@ def logx(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _logx_if_wide(ax, values) -> None:
+def logx_if_wide(ax, values) -> None:
     v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
     if len(v) and v.max() / v.min() > 10:
         logx(ax)
@@ -54,11 +54,11 @@ def accuracy(summary: pd.DataFrame, base: pd.DataFrame, x: str):
     mean ± std over seeds, baseline as a band."""
     if summary.empty:
         return "no pruned or fine-tuned models yet"
-    s = summary[_finite(summary[f"{x}_mean"], summary["top1_mean"])]
+    s = summary[finite_rows(summary[f"{x}_mean"], summary["top1_mean"])]
     if s.empty:
         return f"no model has both {x} and test top-1"
     rows = list(dict.fromkeys(zip(s["dataset"], s["arch"], s["regime"])))
-    grans = _grans(s["granularity"])
+    grans = granularities_in(s["granularity"])
     fig, axes = new_figure(len(rows), len(grans))
     xlabel = "compression (×, log scale)" if x == "compression" else "theoretical speedup (MACs, ×)"
     for i, (ds, arch, regime) in enumerate(rows):
@@ -70,7 +70,7 @@ def accuracy(summary: pd.DataFrame, base: pd.DataFrame, x: str):
                 m, sd = b["top1_test_mean"].iloc[0], np.nan_to_num(b["top1_test_std"].iloc[0])
                 ax.axhspan(m - sd, m + sd, color=BASELINE_COLOR, alpha=0.15, lw=0)
                 ax.axhline(m, color=BASELINE_COLOR, ls="--", lw=1, label="baseline (mean ± std)")
-            for lab, st in _methods(p):
+            for lab, st in methods_in(p):
                 q = p[p["method"] == lab].sort_values(f"{x}_mean")
                 ax.errorbar(q[f"{x}_mean"], q["top1_mean"], xerr=np.nan_to_num(q[f"{x}_std"]),
                             yerr=np.nan_to_num(q["top1_std"]), capsize=2, ms=5, lw=1.2, label=lab,
@@ -78,7 +78,7 @@ def accuracy(summary: pd.DataFrame, base: pd.DataFrame, x: str):
             if x == "compression":
                 logx(ax)
             else:
-                _logx_if_wide(ax, p[f"{x}_mean"])
+                logx_if_wide(ax, p[f"{x}_mean"])
             ax.set_title(f"{arch} · {ds} · {regime} · {gran}", fontsize="medium")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test top-1 (%)")
@@ -90,15 +90,15 @@ def accuracy(summary: pd.DataFrame, base: pd.DataFrame, x: str):
 
 def recovery(sel: pd.DataFrame):
     """Top-1 before vs after fine-tuning, one point per model, panel per granularity."""
-    d = sel[(sel["stage"] == "finetuned") & _finite(sel["top1_test_before_finetune"], sel["top1_test"])] \
+    d = sel[(sel["stage"] == "finetuned") & finite_rows(sel["top1_test_before_finetune"], sel["top1_test"])] \
         if not sel.empty else sel
     if d.empty:
         return "no fine-tuned model with top1_test_before_finetune"
-    grans = _grans(d["gran"])
+    grans = granularities_in(d["gran"])
     fig, axes = new_figure(1, len(grans))
     for j, gran in enumerate(grans):
         ax, p = axes[0, j], d[d["gran"] == gran]
-        for lab, st in _methods(p, "label"):
+        for lab, st in methods_in(p, "label"):
             q = p[p["label"] == lab]
             scatter(ax, q["top1_test_before_finetune"], q["top1_test"], st, lab)
         lo = float(min(p["top1_test_before_finetune"].min(), p["top1_test"].min()))
@@ -115,11 +115,11 @@ def recovery(sel: pd.DataFrame):
 def speedups(summary: pd.DataFrame):
     """Measured (latency) vs theoretical (MACs) speedup: median over seeds with its spread (IQR of per-round ratios)
     as a bar, hollow where the spread exceeds the effect |speedup − 1|; panel per arch × granularity, y = x line."""
-    d = summary[_finite(summary["speedup_measured_median"], summary["speedup_theoretical_mean"])] \
+    d = summary[finite_rows(summary["speedup_measured_median"], summary["speedup_theoretical_mean"])] \
         if not summary.empty else summary
     if d.empty:
         return "no model with both measured and theoretical speedup"
-    grans = _grans(d["granularity"])
+    grans = granularities_in(d["granularity"])
     archs = list(dict.fromkeys(zip(d["dataset"], d["arch"])))
     fig, axes = new_figure(len(archs), len(grans))
     for i, (ds, arch) in enumerate(archs):
@@ -128,7 +128,7 @@ def speedups(summary: pd.DataFrame):
             if p.empty:
                 ax.set_axis_off()
                 continue
-            for lab, st in _methods(p):
+            for lab, st in methods_in(p):
                 q = p[p["method"] == lab]
                 sty = method_style(st, lab)
                 for noisy, part in q.groupby("speedup_measured_noisy"):
@@ -161,12 +161,12 @@ def layer_kept(df: pd.DataFrame, target: float = 0.5):
         return "no metrics.json has layer_kept"
     if (d["pair_regime"] == "standard").any():
         d = d[d["pair_regime"] == "standard"]
-    grank = {g: k for k, g in enumerate(_grans(d["gran"]))}
+    grank = {g: k for k, g in enumerate(granularities_in(d["gran"]))}
     panels = sorted(dict.fromkeys(zip(d["dataset"], d["arch"], d["gran"])), key=lambda p: (p[0], p[1], grank[p[2]]))
     fig, axes = new_figure(len(panels), 1, w=max(6.0, 0.25 * max(len(v) for v in d["layer_kept"])), h=3.4)
     for i, (ds, arch, gran) in enumerate(panels):
         ax = axes[i, 0]
-        p = d[(d["dataset"] == ds) & (d["arch"] == arch) & (d["gran"] == gran) & _finite(d["ratio"])]
+        p = d[(d["dataset"] == ds) & (d["arch"] == arch) & (d["gran"] == gran) & finite_rows(d["ratio"])]
         if p.empty:
             ax.set_axis_off()
             continue
@@ -176,7 +176,7 @@ def layer_kept(df: pd.DataFrame, target: float = 0.5):
         # one stage per method: pruned if present (kept fractions are fixed at pruning)
         p = p.sort_values("stage", key=lambda c: c.map({"pruned": 0, "finetuned": 1}).fillna(2), kind="mergesort")
         layers: list[str] = list(dict.fromkeys(k for v in p["layer_kept"] for k in v))
-        for lab, st in _methods(p, "label"):
+        for lab, st in methods_in(p, "label"):
             q = p[p["label"] == lab]
             q = q[q["stage"] == q["stage"].iloc[0]]
             vals = np.array([[v.get(n, np.nan) for n in layers] for v in q["layer_kept"]], float)

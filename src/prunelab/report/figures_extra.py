@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .figures import _finite, _grans, _logx_if_wide, _methods
+from .figures import finite_rows, granularities_in, logx_if_wide, methods_in
 from .style import finish_figure, method_style, new_figure, panel_title
 
 
@@ -12,7 +12,7 @@ def sweeps(sel: pd.DataFrame) -> list[tuple[str, str]]:
     """(base method, swept key) pairs with ≥ 2 values in the selected rows: one sweep figure each."""
     if sel.empty:
         return []
-    d = sel[sel["vkey"].notna() & _finite(sel["vval"])]
+    d = sel[sel["vkey"].notna() & finite_rows(sel["vval"])]
     return sorted((b, k) for (b, k), g in d.groupby(["base", "vkey"]) if g["vval"].nunique() >= 2)
 
 
@@ -21,11 +21,11 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
     dataset × arch × regime × granularity holding ≥ 2 values."""
     from .significance import t_interval
 
-    d = sel[(sel["base"] == base) & (sel["vkey"] == key) & _finite(sel["vval"], sel["top1_test"])] \
+    d = sel[(sel["base"] == base) & (sel["vkey"] == key) & finite_rows(sel["vval"], sel["top1_test"])] \
         if not sel.empty else sel
     keys = ["dataset", "arch", "regime", "gran"]
     panels = [k for k, g in d.groupby(keys, sort=False) if g["vval"].nunique() >= 2] if len(d) else []
-    grank = {g: i for i, g in enumerate(_grans(d["gran"]))} if len(d) else {}
+    grank = {g: i for i, g in enumerate(granularities_in(d["gran"]))} if len(d) else {}
     panels.sort(key=lambda k: (str(k[0]), str(k[1]), str(k[2]), grank[k[3]]))
     if not panels:
         return f"no {base} {key} sweep (fewer than two values in one setting)"
@@ -125,12 +125,12 @@ def space_scatter(df: pd.DataFrame):
 def gradual_cost(df: pd.DataFrame):
     """Accuracy vs total training cost: one-shot = baseline wall_s + fine-tune wall_s (same seed);
     gradual = its own wall_s. Mean ± std over seeds, per method × ratio; panel per arch."""
-    g = df[(df["stage"] == "gradual") & _finite(df["wall_s"], df["top1_test"])]
+    g = df[(df["stage"] == "gradual") & finite_rows(df["wall_s"], df["top1_test"])]
     if g.empty:
         return "no gradual model with wall_s and top1_test"
-    base = df[(df["stage"] == "baseline") & _finite(df["wall_s"])]
+    base = df[(df["stage"] == "baseline") & finite_rows(df["wall_s"])]
     base_cost = base.groupby(["dataset", "arch", "pair_regime", "seed"])["wall_s"].mean().to_dict()
-    ft = df[(df["stage"] == "finetuned") & _finite(df["wall_s"], df["top1_test"])
+    ft = df[(df["stage"] == "finetuned") & finite_rows(df["wall_s"], df["top1_test"])
             & df["gran"].isin(set(g["gran"])) & (df["pair_regime"] == "standard")].copy()
     ft["cost"] = [w + base_cost.get((d, a, r, s), np.nan)
                   for w, d, a, r, s in zip(ft["wall_s"], ft["dataset"], ft["arch"], ft["pair_regime"], ft["seed"])]
@@ -142,7 +142,7 @@ def gradual_cost(df: pd.DataFrame):
     for j, (ds, arch) in enumerate(archs):
         ax = axes[0, j]
         p = both[(both["dataset"] == ds) & (both["arch"] == arch)]
-        for lab, st in _methods(p, "label"):
+        for lab, st in methods_in(p, "label"):
             q = p[p["label"] == lab]
             agg = q.groupby(["ratio", "seed"])[["cost", "top1_test"]].mean().astype(float).groupby(level=0)
             m, s = agg.mean(), agg.std(ddof=1)
@@ -152,9 +152,9 @@ def gradual_cost(df: pd.DataFrame):
             for r, row in m.iterrows():
                 ax.annotate(f"{r:.2f}", (row["cost"], row["top1_test"]), textcoords="offset points",
                             xytext=(4, 3), fontsize="x-small", color=sty["color"])
-        _logx_if_wide(ax, p["cost"].astype(float))
+        logx_if_wide(ax, p["cost"].astype(float))
         ax.set_xlabel("total training cost (s): one-shot = baseline + fine-tune")
         ax.set_ylabel("test top-1 (%)")
-        panel_title(ax, f"{arch} · {ds} ({', '.join(_grans(g['gran']))}; labels = ratio)")
+        panel_title(ax, f"{arch} · {ds} ({', '.join(granularities_in(g['gran']))}; labels = ratio)")
     finish_figure(fig, axes, "Gradual vs one-shot pruning: accuracy against training cost")
     return fig
