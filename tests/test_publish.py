@@ -77,6 +77,20 @@ def test_publish_rewrites_only_the_marked_section_and_is_idempotent(tmp_path):
     assert readme.read_text() == text
 
 
+def test_publish_replaces_what_an_earlier_publish_copied(tmp_path):
+    results = tmp_path / "results" / "exp"
+    write_report(results)
+    readme = tmp_path / "README.md"
+    readme.write_text("\n".join(markers("exp")) + "\n")
+    out = tmp_path / "docs" / "results" / "exp"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "sweep_screening_lambda.png").write_bytes(b"old")  # a figure the new report lacks
+    (out / "old_table.csv").write_text("x\n")
+    publish(results, readme, out, "cmd", "abc123")
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["summary.csv", "summary.md",
+                                                                      "top1_vs_compression.png"]
+
+
 def test_publish_refuses_a_readme_without_markers(tmp_path):
     write_report(tmp_path / "exp")
     readme = tmp_path / "README.md"

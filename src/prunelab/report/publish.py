@@ -110,13 +110,16 @@ def section(report: Path, experiment: str, out_rel: str, command: str, commit: s
 
 
 def publish(results: Path, readme: Path, out: Path, command: str, commit: str, timing: dict | None = None) -> None:
-    """Copy results/<exp>/report/{tables/*.md,csv, figures/*.png} to `out`; rewrite the README's section."""
+    """Copy results/<exp>/report/{tables/*.md,csv, figures/*.png} to `out` (replacing what an earlier publish put
+    there); rewrite the README's section."""
     report = results / "report"
     experiment = results.name
     text = readme.read_text()
     begin, end = markers(experiment)
     if begin not in text or end not in text or text.index(begin) > text.index(end):
         raise ValueError(f"{readme}: no '{begin}' ... '{end}' markers around the results section")
+    for old in [*out.glob("*.md"), *out.glob("*.csv"), *out.glob("figures/*.png")]:
+        old.unlink()  # a figure the new report no longer draws must not stay beside it
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for f in sorted((report / "tables").glob("*")):
         if f.suffix in (".md", ".csv"):
