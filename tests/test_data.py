@@ -16,6 +16,7 @@ from prunelab.data import (
     SPLITS, augment_batch, crop_flip, draw_augment_params, load_prepared, normalize, prepare_dataset,
     save_prepared, stratified_split,
 )
+from prunelab.io import CorruptFileError
 
 # --------------------------------------------------------------------------- writers of the real formats
 
@@ -395,11 +396,11 @@ def test_save_rejects_bad_data_and_load_reports_broken_files(tmp_path):
     with pytest.raises(ValueError, match="train.y must be int64"):
         save_prepared(data, tmp_path / "bad.pt")
     path = tmp_path / "toy.pt"
-    with pytest.raises(FileNotFoundError, match="toy.pt.*snakemake --forcerun prepare_data"):
+    with pytest.raises(CorruptFileError, match="toy.pt does not exist.*snakemake --cores all --forcerun prepare_data"):
         load_prepared(path)
     save_prepared(tiny_prepared(), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(RuntimeError, match="toy.pt is truncated or corrupt.*snakemake --forcerun prepare_data"):
+    with pytest.raises(CorruptFileError, match="toy.pt is truncated or corrupt.*snakemake --cores all --forcerun prepare_data"):
         load_prepared(path)
 
 

@@ -58,8 +58,8 @@ def test_truncated_statistics_leave_their_cause_in_the_score_log(tmp_path):
     assert "Traceback (most recent call last):" in lines
     assert any("load_statistics" in line for line in lines)  # the traceback names where it failed
     last = lines[-1]
-    assert last.startswith("ERROR RuntimeError: statistics file ") and "stats.pt is missing, truncated" in last
-    assert last.endswith("regenerate with snakemake --forcerun collect_stats")
+    assert last.startswith("ERROR CorruptFileError: statistics file ") and "stats.pt is truncated or corrupt" in last
+    assert last.endswith("regenerate it with: snakemake --cores all --forcerun collect_stats")
     assert "Traceback" in proc.stderr  # the console still shows it
 
 

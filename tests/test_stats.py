@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.models import build_model
+from prunelab.io import CorruptFileError
 from prunelab.methods import required_statistics
+from prunelab.models import build_model
 from prunelab.stats import (CONTRIBUTION_EPS, STAT_NAMES, activation_sources, collect_statistics, load_statistics,
                             save_statistics)
 
@@ -257,7 +258,8 @@ def test_save_load_roundtrip_and_corrupt_file(tmp_path):
     torch.testing.assert_close(back["layers"]["fc"]["act_sum"], stats["layers"]["fc"]["act_sum"])
     assert [p.name for p in tmp_path.iterdir()] == ["stats.pt"]          # no temporary file left
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(RuntimeError, match=r"stats\.pt.*regenerate with snakemake --forcerun collect_stats"):
+    with pytest.raises(CorruptFileError, match=r"stats\.pt is truncated.*regenerate it with: snakemake --cores all "
+                                                r"--forcerun collect_stats"):
         load_statistics(path)
-    with pytest.raises(RuntimeError, match="collect_stats"):
+    with pytest.raises(CorruptFileError, match="missing.pt does not exist.*forcerun collect_stats"):
         load_statistics(tmp_path / "missing.pt")

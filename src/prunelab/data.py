@@ -17,8 +17,6 @@ and the draws are moved to the batch's device.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from prunelab import datasets_io as io
+from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder")
 TEST_FRACTION = 0.2  # for datasets without an official test split
@@ -39,7 +38,6 @@ DEFAULT_AUGMENT = {
     "cifar100": {"crop_padding": 4, "hflip": True},
     "svhn": {"crop_padding": 4, "hflip": False},
 }  # imagefolder: crop_padding = max(1, min(H, W) // 8), hflip
-REGENERATE_HINT = "regenerate it with: snakemake --forcerun prepare_data"
 SPLITS = ("train", "val", "test")
 
 
@@ -213,33 +211,20 @@ def validate_prepared(data: dict, where: str = "prepared dataset") -> None:
 
 
 def save_prepared(data: dict, path: str | Path) -> None:
-    """Validate and write `data` to `path` atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
+    """Validate and write `data` to `path` atomically (prunelab.io.save_torch)."""
     validate_prepared(data, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch(data, path)
 
 
 def load_prepared(path: str | Path) -> dict:
-    """Load a prepared dataset; a missing, truncated or corrupt file fails naming `path`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prepared dataset {path} not found; {REGENERATE_HINT}")
+    """Load a prepared dataset; a missing, truncated or corrupt file raises CorruptFileError naming `path` and
+    the prepare_data rule that rewrites it."""
+    data = load_torch(path, what="prepared dataset", producer="prepare_data")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
         validate_prepared(data, str(path))
-    except Exception as err:
-        raise RuntimeError(f"prepared dataset {path} is truncated or corrupt "
-                           f"({type(err).__name__}: {err}); {REGENERATE_HINT}") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptFileError(f"prepared dataset {path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                               f"{regenerate_hint(path, 'prepare_data')}") from err
     return data
 
 

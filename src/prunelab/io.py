@@ -62,12 +62,17 @@ def save_torch(obj, path: str | Path) -> None:
     _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
 
 
-def load_torch(path: str | Path, what: str = "file") -> dict:
+def regenerate_hint(path: str | Path, producer: str | None = None) -> str:
+    """How to rewrite a workflow file: 'regenerate it with: snakemake --cores all --forcerun <its rule>'."""
+    return f"regenerate it with: snakemake --cores all --forcerun {producer or producer_of(path)}"
+
+
+def load_torch(path: str | Path, what: str = "file", producer: str | None = None) -> dict:
     """torch.load with weights_only=True; a missing or corrupt file raises CorruptFileError naming the file,
-    its producing rule and how to regenerate it."""
+    its producing rule (`producer`, else guessed from the path) and how to regenerate it."""
     path = Path(path)
-    rule = producer_of(path)
-    hint = f"regenerate it with: snakemake --cores all --forcerun {rule}"
+    rule = producer or producer_of(path)
+    hint = regenerate_hint(path, rule)
     if not path.exists():
         raise CorruptFileError(f"{what} {path} does not exist (written by rule '{rule}'); {hint}")
     try:
@@ -117,8 +122,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     ckpt = load_torch(path, what="model checkpoint")
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
-        raise CorruptFileError(f"model checkpoint {path} lacks 'arch'/'state_dict'; regenerate it with: "
-                               f"snakemake --cores all --forcerun {producer_of(path)}")
+        raise CorruptFileError(f"model checkpoint {path} lacks 'arch'/'state_dict'; {regenerate_hint(path)}")
     model = build_model(ckpt["arch"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)

@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 from prunelab.models import place, prunable_layers
 from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
 from prunelab.stats_extra import conv_geometry
@@ -54,7 +55,6 @@ STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribu
               "input_sqnorm", "feature_rank", "fisher")
 CONTRIBUTION_EPS = 1e-12
 STATS_VERSION = 1
-_REGEN = "regenerate with snakemake --forcerun collect_stats"
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 _PASS_THROUGH = (nn.Dropout, nn.Identity)
@@ -277,9 +277,7 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
 
 # ------------------------------------------------------------------------------------------ files
 def save_statistics(stats: dict, path: str | Path) -> None:
-    """Write `stats` atomically (temporary file in the same folder, then os.replace)."""
-    from prunelab.io import save_torch
-
+    """Write `stats` atomically (prunelab.io.save_torch)."""
     if not isinstance(stats, dict) or "layers" not in stats:
         raise ValueError("save_statistics: expected the dict returned by collect_statistics (with 'layers')")
     save_torch(stats, path)
@@ -288,15 +286,11 @@ def save_statistics(stats: dict, path: str | Path) -> None:
 def load_statistics(path: str | Path) -> dict:
     """Read a stats.pt written by save_statistics (weights_only); a missing, truncated or corrupt file raises
     naming the path and how to regenerate it."""
-    path = Path(path)
-    try:
-        stats = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"statistics file {path} is missing, truncated or corrupt ({type(exc).__name__}: "
-                           f"{exc}); {_REGEN}") from exc
+    stats = load_torch(path, what="statistics file", producer="collect_stats")
+    hint = regenerate_hint(path, "collect_stats")
     if not isinstance(stats, dict) or not isinstance(stats.get("layers"), dict) or "needs" not in stats:
-        raise RuntimeError(f"statistics file {path} is not a statistics dict (no 'layers'/'needs'); {_REGEN}")
+        raise CorruptFileError(f"statistics file {path} is not a statistics dict (no 'layers'/'needs'); {hint}")
     if stats.get("version") != STATS_VERSION:
-        raise RuntimeError(f"statistics file {path} has version {stats.get('version')!r}, this code reads "
-                           f"version {STATS_VERSION}; {_REGEN}")
+        raise CorruptFileError(f"statistics file {path} has version {stats.get('version')!r}, this code reads "
+                               f"version {STATS_VERSION}; {hint}")
     return stats
