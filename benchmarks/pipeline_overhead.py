@@ -60,9 +60,8 @@ LINKS = ("Snakefile", "workflow", "scripts", "config")
 TARGETS = {"wall_after_setup_s": 600.0, "overhead_median_s": 3.0, "noop_rerun_s": 10.0}
 STARTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: job \S+ started")
 FINISHED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: job finished")
-# What the scripts of training / pruning jobs import (scripts/train_baseline.py, prune.py, finetune.py).
-JOB_IMPORTS = ("prunelab.data", "prunelab.io", "prunelab.jobs", "prunelab.pipeline", "prunelab.records",
-               "prunelab.stages", "prunelab.train")
+# What the scripts of training / pruning jobs import (scripts/train_baseline.py, prune_finetune.py).
+JOB_IMPORTS = ("prunelab.jobs.baseline", "prunelab.jobs.pruning")
 PREAMBLE = "import pickle; from snakemake import script; from snakemake.logging import logger"
 HEAVY = ("torch._dynamo", "torchvision", "mlflow", "sqlalchemy", "pandas", "sklearn", "torch_pruning")
 TRACE_ENV = "PRUNELAB_BENCH_TRACE"

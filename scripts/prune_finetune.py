@@ -1,53 +1,6 @@
-"""Rule prune_finetune: scores + ratio → pruned model (masks or physical removal) and its metrics, then the same
-fine-tuning budget for every method (masks stay zero; validation picks the epoch) and the fine-tuned metrics.
+"""Rule prune_finetune: prune a baseline at one ratio with one method, then fine-tune it."""
+from prunelab.jobs import end_process
+from prunelab.jobs.pruning import prune_finetune_job
 
-Two steps in one process (start-up and data loading cost about 2.5 s a process); each step is its own Job, with
-its own run.json and MLflow run (rules 'prune' and 'finetune'), as when they were two rules.
-"""
-from pathlib import Path
-
-from prunelab.data import load_prepared
-from prunelab.io import load_model, load_torch, save_model
-from prunelab.jobs import Job, end_process, script_params
-from prunelab.pipeline import dense_reference, model_fields
-from prunelab.stages import finetune_model, finetune_split, masks_hold, prune_model, rescorer
-from prunelab.train import pick_device
-
-wc, out = snakemake.wildcards, snakemake.output
-parent = {"arch": wc.arch, "regime": wc.regime, "seed": wc.seed}
-job = Job.from_snakemake(snakemake, out_key="pruned_metrics", rule="prune", without=("finetune",),
-                         parent_wildcards=parent)
-p = script_params(snakemake)
-device = pick_device(p.device)
-seed, ratio = int(wc.seed), float(wc.ratio)
-data = load_prepared(snakemake.input.data)
-dense, arch, _ = load_model(snakemake.input.model, device)
-scores = load_torch(snakemake.input.scores, what="score file")
-rescore = rescorer(wc.method, p.method_config, data, p.iterative["stats"], seed, device) if p.iterative else None
-model, new_arch, masks, info = prune_model(dense, arch, scores, wc.granularity, ratio, data, p.prune, device, seed,
-                                           rescore=rescore, finetune_cfg=p.finetune, on_epoch=job.on_epoch)
-save_model(out.pruned_model, model, new_arch, **({"masks": masks} if masks else {}), layer_kept=info["layer_kept"])
-dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
-pruned = job.record(stage="pruned", epochs=0, schedule=p.prune["schedule"], layer_kept=info["layer_kept"],
-                    method_config=p.method_config, prune_rounds=info.get("rounds", 1),
-                    ratio_achieved=info.get("ratio_achieved"), round_to=info.get("round_to"),
-                    file_size_bytes=Path(out.pruned_model).stat().st_size,
-                    **model_fields(model, data, dense_sizes, device, p.latency, dense_latency))
-job.finish(pruned, out.pruned_metrics)
-
-# Fine-tuning starts from the saved pruned model, exactly what a separate job would load.
-job = Job.from_snakemake(snakemake, rule="finetune", without=("method_config", "iterative"), parent_wildcards=parent)
-model, arch, ckpt = load_model(out.pruned_model, device)
-masks = ckpt.get("masks")
-_, epochs = finetune_split(p.finetune, p.prune)
-result = finetune_model(model, masks, data, p.finetune, epochs, device, seed, on_epoch=job.on_epoch)
-if not masks_hold(model, masks):
-    raise RuntimeError("masked weights became nonzero during fine-tuning")
-save_model(out.model, model, arch, **({"masks": masks} if masks else {}))
-job.finish(job.record(stage="finetuned", epochs=epochs, schedule=p.prune["schedule"],
-                      top1_test_before_finetune=pruned["top1_test"], layer_kept=pruned.get("layer_kept"),
-                      method_config=pruned.get("method_config"), best_epoch=result.best_epoch if result else None,
-                      wall_s=result.wall_s if result else 0.0, file_size_bytes=Path(out.model).stat().st_size,
-                      **model_fields(model, data, dense_sizes, device, p.latency, dense_latency)),
-           out.metrics)
+prune_finetune_job(snakemake)
 end_process()

@@ -1,7 +1,8 @@
 """What every workflow job does around its algorithm: logging, device, tracking, metrics.json + run.json.
 
-Scripts in scripts/ are glue: they build a `Job` from Snakemake's object (duck-typed, no Snakemake import
-here), call the library, and hand the record to `Job.finish`.
+Each rule's script in scripts/ calls one function of prunelab.jobs.baseline / scoring / pruning / controls with
+Snakemake's `snakemake` object (duck-typed, no Snakemake import here); that function builds a `Job` from it,
+calls the library and hands the record to `Job.finish`.
 """
 
 from __future__ import annotations
