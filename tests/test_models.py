@@ -403,3 +403,15 @@ def test_place_puts_conv_models_channels_last_on_cpu_with_the_same_logits(tmp_pa
         torch.testing.assert_close(loaded(x), ref, rtol=1e-5, atol=1e-5)
     mlp = place(build_model({"name": "mlp", "options": {}, "in_shape": [1, 8, 8], "num_classes": 10}), "cpu")
     assert all(p.is_contiguous() for p in mlp.parameters())
+
+
+def test_dense_only_registry_flag_matches_the_built_models():
+    """DENSE_ONLY (registered with convolutional=False) is exactly the models built without a Conv2d."""
+    from prunelab.config_model_checks import meta_build
+    from prunelab.models import DENSE_ONLY, MODELS
+
+    with meta_build():
+        has_conv = {name: any(isinstance(m, torch.nn.Conv2d) for m in MODELS[name]((3, 32, 32), 10).modules())
+                    for name in MODELS}
+    assert DENSE_ONLY == {name for name, conv in has_conv.items() if not conv}
+    assert DENSE_ONLY  # the mlp and LeNet-300-100

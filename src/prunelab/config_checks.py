@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes, few
-from prunelab.config_model_checks import DENSE_ONLY_MODELS, gradual_archs, check_arch
+from prunelab.config_model_checks import check_arch, gradual_archs
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -190,11 +190,13 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
             raise ConfigError(f"config key 'methods.{m}': {m} scores only {', '.join(_granularities(m))} units, "
                               f"but {need} lists no ratio: {m} would schedule no job")
     if cfg["gradual"]["enabled"]:
+        from prunelab.models import DENSE_ONLY
+
         g = cfg["gradual"]
         unknown("gradual.archs", g["archs"], archs, "archs")
-        if not g["archs"] and all(cfg["archs"][a]["name"] in DENSE_ONLY_MODELS for a in archs):
+        if not g["archs"] and all(cfg["archs"][a]["name"] in DENSE_ONLY for a in archs):
             raise ConfigError("config key 'gradual.enabled': every arch is a dense model without channels "
-                              f"({sorted(DENSE_ONLY_MODELS)}), so gradual would schedule nothing; name archs in "
+                              f"({sorted(DENSE_ONLY)}), so gradual would schedule nothing; name archs in "
                               "gradual.archs or set gradual.enabled: false")
         if not (g["ratios"] or structured):
             raise ConfigError("config key 'gradual.ratios': empty and granularities.structured is empty: gradual "

@@ -15,7 +15,6 @@ import math
 from prunelab.config_data_checks import ConfigError, few
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
-DENSE_ONLY_MODELS = {"mlp", "lenet300_100"}
 
 
 def _noop_init(*args, **kwargs):
@@ -220,4 +219,6 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
 def gradual_archs(cfg: dict) -> list[str]:
     """Archs trained by gradual FRS: gradual.archs, or every arch with convolutions when it is empty."""
     names = cfg["gradual"]["archs"]
-    return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY_MODELS]
+    from prunelab.models import DENSE_ONLY
+
+    return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY]

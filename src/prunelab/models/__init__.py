@@ -19,17 +19,21 @@ from .layers import Add, ShortcutA, init_weights
 from .shapes import apply_shapes, record_shapes
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+DENSE_ONLY: set[str] = set()   # registered models without convolutions (no channels for gradual FRS or hrank)
 TV_PREFIX = "tv:"
 ARCH_KEYS = {"name", "options", "in_shape", "num_classes", "shapes"}
 
 
-def register_model(name: str):
-    """Decorator: register builder `fn(in_shape: tuple[C, H, W], num_classes: int, **options) -> nn.Module`."""
+def register_model(name: str, convolutional: bool = True):
+    """Decorator: register builder `fn(in_shape: tuple[C, H, W], num_classes: int, **options) -> nn.Module`;
+    convolutional=False for a model of Linear layers only."""
 
     def deco(fn):
         if name in MODELS:
             raise ValueError(f"model {name!r} is already registered")
         MODELS[name] = fn
+        if not convolutional:
+            DENSE_ONLY.add(name)
         return fn
 
     return deco

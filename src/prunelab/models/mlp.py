@@ -22,13 +22,13 @@ def make_mlp(in_shape, num_classes: int, hidden: list[int]) -> nn.Sequential:
     return init_weights(nn.Sequential(OrderedDict(layers)))
 
 
-@register_model("mlp")
+@register_model("mlp", convolutional=False)
 def mlp(in_shape, num_classes, hidden=(128, 64)):
     """MLP on the flattened input; option "hidden": list of hidden widths (default [128, 64], [] = linear)."""
     return make_mlp(in_shape, num_classes, positive_int_list("mlp", "hidden", hidden, allow_empty=True))
 
 
-@register_model("lenet300_100")
+@register_model("lenet300_100", convolutional=False)
 def lenet300_100(in_shape, num_classes):
     """LeNet-300-100: MLP with hidden [300, 100]; 266,610 params on 1x28x28 with 10 classes."""
     return make_mlp(in_shape, num_classes, [300, 100])
