@@ -122,3 +122,23 @@ def test_scores_of_another_architecture_are_refused(trained):
     other = build_model({"name": "mlp", "options": {"hidden": [16]}, "in_shape": [1, 8, 8], "num_classes": 10})
     with pytest.raises(ValueError, match="layer"):
         prune_model(model, arch, score_model(other, None, "magnitude"), "unstructured", 0.5, data, {}, CPU, 0)
+
+
+def test_every_structured_method_prunes_a_conv_model(trained):
+    """Scores of every structured method, as the workflow makes them, prune the model physically. bn_scale gives
+    the classifier no score (no BatchNorm follows it); its outputs are never pruned, so none is needed."""
+    from prunelab.methods import METHODS, inapplicable_reason, required_statistics
+    from prunelab.pipeline import collect_baseline_statistics
+
+    data, model, arch = trained
+    methods = [m for m, spec in METHODS.items() if "structured" in spec.granularities
+               and inapplicable_reason(m, model) is None]
+    assert {"bn_scale", "frs", "hrank", "fpgm", "magnitude"} <= set(methods)
+    stats = collect_baseline_statistics(model, data, required_statistics(methods), {"samples": 64, "batch_size": 32},
+                                        0, CPU, {"alpha": 2.0, "beta": 1.0})
+    for method in methods:
+        scores = score_model(model, stats, method)
+        pruned, new_arch, masks, info = prune_model(model, arch, scores, "structured", 0.5, data,
+                                                    {"scope": "global"}, CPU, seed=0)
+        assert masks is None and info["n_removed"] > 0, method
+        assert pruned(torch.zeros(2, *data["in_shape"])).shape == (2, data["num_classes"]), method

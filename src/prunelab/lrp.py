@@ -94,7 +94,7 @@ def _check_input(t: torch.Tensor, where: tuple[str, nn.Module]) -> None:
         if node is None:
             continue
         kind = node.name().rsplit("::", 1)[-1]
-        if kind.startswith("_RelevanceBackward"):
+        if kind.startswith("RelevanceFunctionBackward"):
             continue
         if not kind.startswith(_VIEW_NODES):
             name, module = where

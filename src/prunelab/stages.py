@@ -14,7 +14,7 @@ import logging
 import torch
 from torch import nn
 
-from prunelab.models import place
+from prunelab.models import classifier_name, place
 from prunelab.pipeline import calibration_subset, split_tensors
 from prunelab.prune import (MaskKeeper, iterative_ratios, prune_unstructured, validate_ratio, validate_round_to,
                             validate_scores)
@@ -38,7 +38,9 @@ def check_prune_request(model: nn.Module, scores: dict, granularity: str, ratio:
     steps = prune_cfg.iterative_steps
     if prune_cfg.iterative and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"prune.iterative_steps must be a positive int, got {steps!r}")
-    if any(v.get(granularity) is None for v in layers.values()):
+    # structured: the classifier's outputs are never removed, so it needs no score (bn_scale gives it none)
+    needed = [n for n in layers if granularity == "unstructured" or n != classifier_name(model)]
+    if any(layers[n].get(granularity) is None for n in needed):
         raise ValueError(f"method '{scores.get('method')}' gives no {granularity} scores; "
                          f"it cannot prune at that granularity")
 
