@@ -30,7 +30,7 @@ torch._dynamo / torchvision / mlflow end up imported in a job.
 
     python benchmarks/pipeline_overhead.py [--config config/config.yaml] [--cores 2] [--workdir DIR]
                                            [--repeats 3] [--skip-imports] [--no-trace] [--rerun-only] [--fast-exit]
-                                           [--scheduler greedy|ilp] [--out FILE]
+                                           [--scheduler greedy|ilp] [--keep-going] [--resume] [--out FILE]
 
 Writes JSON (default results/bench/pipeline_overhead.json; results/bench/pipeline_overhead_<experiment>.json for
 any other --config). The workdir (default results/bench/pipeline/<experiment>) is wiped first and kept after.
@@ -269,6 +269,9 @@ def main() -> int:
     ap.add_argument("--config", default="config/config.yaml", help="experiment config (default: the default one)")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep-going", action="store_true", help="let independent jobs finish when one fails")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish a first run that stopped part-way, in its kept workdir, after the cause is fixed: "
+                         "the failed jobs and those waiting on them run; wall time = both runs (both recorded)")
     ap.add_argument("--scheduler", default="greedy", choices=("greedy", "ilp"),
                     help="Snakemake's job scheduler (make run uses greedy; ilp is Snakemake's default)")
     ap.add_argument("--workdir", help="throw-away workflow folder (default results/bench/pipeline/<experiment>)")
@@ -305,7 +308,9 @@ def main() -> int:
             out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"updated {out}")
         return 0 if ok else 1
-    make_workdir(workdir)
+    resumed = None
+    if not args.resume:
+        make_workdir(workdir)
     load_start = os.getloadavg()
     print(f"experiment {exp} ({config}), {args.cores} cores, in {workdir}")
     print(f"load average at start: {load_start[0]:.1f} {load_start[1]:.1f} {load_start[2]:.1f} "
@@ -314,14 +319,30 @@ def main() -> int:
     if args.fast_exit and args.no_trace:
         ap.error("--fast-exit works through the tracing sitecustomize: drop --no-trace")
     trace = None if args.no_trace else workdir / ".trace"
-    wall, stdout, rc = run_snakemake(workdir, config, args.cores, workdir / "run1.log", trace,
-                                     args.scheduler, args.fast_exit, args.keep_going)
+    if args.resume:  # the stopped run's log and wall time, then the rest of the run
+        stopped = (workdir / "run1.log").read_text()
+        (workdir / "run1_stopped.log").write_text(stopped)
+        m = re.findall(r"^Elapsed time: (\d+):(\d\d):(\d\d(?:\.\d+)?)$", stopped, re.M)
+        if not m:
+            ap.error(f"--resume: {workdir / 'run1.log'} holds no 'Elapsed time' line of a stopped run")
+        h, mi, sec = m[-1]
+        stopped_s = 3600 * int(h) + 60 * int(mi) + float(sec)
+        rest_s, rest, rc = run_snakemake(workdir, config, args.cores, workdir / "run1_resumed.log", trace,
+                                         args.scheduler, args.fast_exit, args.keep_going)
+        wall, stdout = stopped_s + rest_s, stopped + rest
+        resumed = {"stopped_run_s": stopped_s, "resume_s": rest_s,
+                   "failed_in_stopped_run": len(re.findall(r"^Error in rule ", stopped, re.M))}
+        print(f"resumed: stopped run {stopped_s:.1f} s ({resumed['failed_in_stopped_run']} failed jobs), "
+              f"the rest {rest_s:.1f} s")
+    else:
+        wall, stdout, rc = run_snakemake(workdir, config, args.cores, workdir / "run1.log", trace,
+                                         args.scheduler, args.fast_exit, args.keep_going)
     if rc != 0:
         print(stdout[-4000:])
         print(f"snakemake failed ({rc}); log in {workdir / 'run1.log'}")
         return 1
-    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", stdout)
-    n_jobs = int(steps[-1][1]) if steps else None
+    steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", stdout)
+    n_jobs = int(steps[0][1]) if steps else None  # what the (first) run planned
     per_rule = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stdout[
         stdout.index("Job stats:"):], re.M) if m.group(1) != "total"} if "Job stats:" in stdout else {}
     load_mid = os.getloadavg()
@@ -356,6 +377,7 @@ def main() -> int:
         "overhead_phases_s": phases,
         "busy_fraction": bench_sum / (wall * args.cores) if wall else None,
         "noop_rerun_s": noop_wall, "noop_nothing_to_be_done": noop_ok, "targets": TARGETS, "jobs_detail": recs,
+        "resumed": resumed,
     }
     if not args.skip_imports:
         result["where_it_goes"] = import_profile(args.repeats)
