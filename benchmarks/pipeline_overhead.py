@@ -152,6 +152,15 @@ def run_snakemake(workdir: Path, config: Path, cores: int, log: Path, trace: Pat
     return wall, proc.stdout, proc.returncode
 
 
+def job_stats(stdout: str) -> dict[str, int]:
+    """{rule: jobs} of the first 'Job stats:' table Snakemake printed (what the first run planned)."""
+    if "Job stats:" not in stdout:
+        return {}
+    table = stdout[stdout.index("Job stats:"):]
+    table = table[: table.index("\ntotal") if "\ntotal" in table else len(table)]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
 def stamp(text: str) -> float:
     return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
@@ -343,8 +352,7 @@ def main() -> int:
         return 1
     steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", stdout)
     n_jobs = int(steps[0][1]) if steps else None  # what the (first) run planned
-    per_rule = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stdout[
-        stdout.index("Job stats:"):], re.M) if m.group(1) != "total"} if "Job stats:" in stdout else {}
+    per_rule = job_stats(stdout)
     load_mid = os.getloadavg()
     recs = job_records(workdir / "results" / exp, read_traces(trace, workdir))  # the first run's jobs only
 
