@@ -409,15 +409,18 @@ def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_
     cases = {   # corrupted file -> (its producer, the downstream output whose job reads it)
         f"{r}/baseline/mlp/standard/seed0/model.pt": ("train_baseline", f"{r}/stats/mlp/standard/seed0/stats.pt"),
         f"{r}/stats/cnn/standard/seed0/stats.pt": ("collect_stats", f"{r}/scores/cnn/standard/seed0/magnitude.pt"),
-        # written after the stats.pt above, so the score file stays newer than its input and is not redone
         f"{r}/scores/cnn/standard/seed0/screening.pt": ("score",
                                                         f"{r}/finetuned/cnn/standard/seed0/screening/{sub[10:]}/model.pt"),
     }
     for bad, (_, downstream) in cases.items():
+        before = (wd / bad).stat()
         if bad.endswith("stats.pt"):
             (wd / bad).write_bytes(b"\x00garbage, not a torch file" * 10)
         else:
             _truncate(wd / bad)
+        # corrupted in place, its time kept: only the missing downstream outputs make jobs run (a corrupt stats.pt
+        # with a new time would also redo the cnn score file that is corrupted on purpose)
+        os.utime(wd / bad, ns=(before.st_atime_ns, before.st_mtime_ns))
         (wd / downstream).unlink()
     # mtime triggers only: the copied run must not be redone because a rule changed since it was made
     run = run_snakemake(wd, [d for _, d in cases.values()], "--keep-going", "--rerun-triggers", "mtime",
