@@ -1,4 +1,4 @@
-"""LRP-αβ (prunelab.lrp) and the frs method, against brute-force loops and hand computations."""
+"""LRP-αβ (prunelab.stats.lrp) and the frs method, against brute-force loops and hand computations."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunelab.lrp import EPS, alpha_beta_step, relevance, unit_relevance
+from prunelab.stats.lrp import EPS, alpha_beta_step, relevance, unit_relevance
 from prunelab.models import Add, ShortcutA, build_model, prunable_layers
 
 

@@ -1,4 +1,4 @@
-"""The fast paths of prunelab.lrp (stacked products, transposed convs, input-relevance skip, chain pass,
+"""The fast paths of prunelab.stats.lrp (stacked products, transposed convs, input-relevance skip, chain pass,
 sessions) against the plain formulas and against each other, in float64."""
 
 import itertools
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunelab.lrp import RelevanceSession, relevance, unit_relevance
-from prunelab.lrp_rules import EPS, _AlphaBeta, alpha_beta_step
+from prunelab.stats.lrp import RelevanceSession, relevance, unit_relevance
+from prunelab.stats.lrp_rules import EPS, _AlphaBeta, alpha_beta_step
 from prunelab.models import build_model, prunable_layers
 
 CONVS = [dict(stride=s, padding=p, dilation=d, groups=g)

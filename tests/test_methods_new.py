@@ -11,7 +11,7 @@ import torch_pruning as tp
 from scipy.optimize import minimize
 from torch import nn
 
-import prunelab.stats_extra as stats_extra
+import prunelab.stats.extra as stats_extra
 from prunelab.methods import METHODS, inapplicable_reason, required_statistics, score_model
 from prunelab.methods.fpgm import geometric_median
 from prunelab.methods.lamp import lamp_layer

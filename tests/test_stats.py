@@ -197,7 +197,7 @@ def test_only_declared_statistics_are_computed():
 
 
 def test_relevance_sums_and_class_accuracy():
-    from prunelab.lrp import unit_relevance
+    from prunelab.stats.lrp import unit_relevance
 
     model = small_convnet(2)
     x, y = data()

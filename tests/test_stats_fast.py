@@ -1,4 +1,4 @@
-"""The batched statistics pass (prunelab.stats_accumulate) against plain references: shared input/activation
+"""The batched statistics pass (prunelab.stats.accumulate) against plain references: shared input/activation
 moments only where the tensor is really the same, the softmax − onehot taylor gradient for few and many classes,
 cheap input checks, independent result tensors, no silent reuse of a batch buffer."""
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from prunelab.stats import STAT_NAMES, _probe, collect_statistics
-from prunelab.stats_accumulate import ce_grad
+from prunelab.stats.accumulate import ce_grad
 
 
 class AddOne(nn.Module):

@@ -1,6 +1,6 @@
 """frs: feature relevance score by LRP-αβ (Aketi et al. 2020, arXiv 2002.09958). Structured only.
 
-Per layer, from the per-class sums of signed unit relevance (prunelab.lrp, collected by prunelab.stats):
+Per layer, from the per-class sums of signed unit relevance (prunelab.stats.lrp, collected by prunelab.stats):
   m_k   = relevance_sum_k / count_k               mean relevance of each unit over class-k samples (K×U)
   w_k   = sigmoid(max_c acc_c / acc_c)            class weight from per-class train accuracy (acc_c = 0 → ACC_FLOOR)
   s     = | mean over classes with samples of w_k m_k |

@@ -10,7 +10,7 @@ statistics to float64 sums with few, large tensor ops, so a batch costs its laye
   change during the pass);
 - taylor: one autograd.grad from dL/dlogits = softmax − onehot (the gradient of the summed cross-entropy); the
   per-sample unit terms t of all layers go into one B×T buffer, Σ_x t² is one matrix-vector product.
-- input_sqnorm, feature_rank, fisher (wanda, hrank, obd): per-batch kernels in `prunelab.stats_extra`, staged
+- input_sqnorm, feature_rank, fisher (wanda, hrank, obd): per-batch kernels in `prunelab.stats.extra`, staged
   like the weight-shaped sums; fisher shares taylor's autograd.grad (adding each layer's output to its inputs).
 Buffers are kept between batches (no per-batch allocation of their size).
 """
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunelab.stats_extra import extra_specs, fisher_geometry, fisher_sq_sum, input_sqnorm, rank_sum
+from prunelab.stats.extra import extra_specs, fisher_geometry, fisher_sq_sum, input_sqnorm, rank_sum
 
 
 def unit_values(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -257,7 +257,7 @@ class Collector:
             self.terms = None                          # B×T per-sample unit terms t (model dtype) and ones(B)
             self.params = [m.weight for _, m in layers]
             self.weight_keys = [(n, "grad") for n, _ in layers] + ["units"]
-        specs.update(extra_specs(layers, needs))       # wanda, hrank, obd (prunelab.stats_extra)
+        specs.update(extra_specs(layers, needs))       # wanda, hrank, obd (prunelab.stats.extra)
         self.geo = fisher_geometry(layers) if self.fisher else {}
         self.io: dict[str, tuple] = {}                 # fisher: layer -> (input, output, output version)
         weight = layers[0][1].weight

@@ -1,5 +1,5 @@
 """Per-batch kernels of the statistics "input_sqnorm" (wanda), "feature_rank" (hrank) and "fisher" (obd), called by
-`prunelab.stats_accumulate.Collector`; each writes one batch's sum into a staging view (model dtype), which the
+`prunelab.stats.accumulate.Collector`; each writes one batch's sum into a staging view (model dtype), which the
 collector adds to its float64 sums.
 
 - input_sqnorm: Σ_x Σ_p a_i(x, p)² per input unit i (Linear: feature; Conv2d: channel, p = spatial positions):
@@ -58,7 +58,7 @@ def fisher_geometry(layers: list) -> dict:
 
 
 def input_sqnorm(a: torch.Tensor, out: torch.Tensor, name: str, scratch=None) -> None:
-    """out (I) ← Σ over samples and positions of a², a: B×I or B×C×H×W; scratch: a prunelab.stats_accumulate
+    """out (I) ← Σ over samples and positions of a², a: B×I or B×C×H×W; scratch: a prunelab.stats.accumulate
     Scratch for a² (a² then a plain sum is 3–5× faster on CPU than linalg.vector_norm's strided reduction)."""
     if a.dim() not in (2, 4) or a.shape[1] != out.shape[0]:
         raise ValueError(f"input_sqnorm: layer '{name}' input has shape {tuple(a.shape)}, expected B×{out.shape[0]} "

@@ -32,7 +32,7 @@ I input units: Linear in_features, Conv2d in_channels):
       "input_sqnorm": I                input_sqnorm: Σ_x Σ_p a_i(x, p)² of the layer's input (p: positions)
       "rank_sum": U                    feature_rank: Σ_x rank of the unit activation's H×W map (Linear: 1×1,
                                        rank 1 where nonzero); numpy's tolerance max(H, W)·eps·σ_max, model dtype
-      "fisher_sum": weight shape       fisher: Σ_x (∂L_x/∂w)² (L_x as for taylor; prunelab.stats_extra)
+      "fisher_sum": weight shape       fisher: Σ_x (∂L_x/∂w)² (L_x as for taylor; prunelab.stats.extra)
   }}
 r_ij(x) = |w_ij a_i(x)| / (Σ_i' |w_i'j a_i'(x)| + CONTRIBUTION_EPS); for Conv2d per weight element and output
 position, the sum running over the whole receptive field (input channels × kernel positions).
@@ -48,8 +48,8 @@ from torch import nn
 
 from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 from prunelab.models import place, prunable_layers
-from prunelab.stats_accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
-from prunelab.stats_extra import conv_geometry
+from prunelab.stats.accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
+from prunelab.stats.extra import conv_geometry
 
 STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance",
               "input_sqnorm", "feature_rank", "fisher")
@@ -235,7 +235,7 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros(num_classes, dtype=torch.float64)
     relevance, handles = {}, []
     if "relevance" in needs:
-        from prunelab.lrp import RelevanceSession  # lazy: LRP only when frs is configured
+        from prunelab.stats.lrp import RelevanceSession  # lazy: LRP only when frs is configured
 
         lrp = RelevanceSession(model, alpha=lrp_alpha, beta=lrp_beta)  # set up once for all batches
         handles.append(lrp)                                              # closed (forwards restored) in `finally`

@@ -4,7 +4,7 @@ One forward pass in which every module is swapped for an autograd Function whose
 relevance instead of gradient, then one `torch.autograd.grad` from the initial relevance at the logits (a plain
 nn.Sequential runs the same rules as a chain, forward then backward, without autograd). RelevanceSession sets a
 model up once for many batches; the relevance at the model input is only computed when asked for (`relevance`),
-so `unit_relevance` and the statistics pass stop at the first weighted layers. The rules (prunelab.lrp_rules):
+so `unit_relevance` and the statistics pass stop at the first weighted layers. The rules (prunelab.stats.lrp_rules):
 
 - Conv2d / Linear: αβ rule on the positive / negative parts of the contributions a_i·w_ij (signed inputs
   handled), no bias in the denominators, ε = 1e-9:
@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _module_globals
 
-from prunelab.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
-from prunelab.lrp_rules import (RelevanceFunction, ab_rule, is_signed, record_relevance, reduce_maps, rule_backward,
-                                rule_forward, vjp)
+from prunelab.stats.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
+from prunelab.stats.lrp_rules import (RelevanceFunction, ab_rule, is_signed, record_relevance, reduce_maps,
+                                      rule_backward, rule_forward, vjp)
 from prunelab.models.layers import Add, ShortcutA
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)

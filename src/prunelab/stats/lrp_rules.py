@@ -1,4 +1,4 @@
-"""The LRP-αβ rule of each module kind (see prunelab.lrp), as tensor ops shared by its two passes: the autograd
+"""The LRP-αβ rule of each module kind (see prunelab.stats.lrp), as tensor ops shared by its two passes: the autograd
 Function (any model) and the chain pass (plain nn.Sequential, no autograd)."""
 
 from __future__ import annotations
