@@ -16,8 +16,8 @@ import torch
 
 # Which rule produces which kind of file (by the results/{exp}/<stage>/ folder), for error messages.
 PRODUCERS = {"data": "prepare_data", "baseline": "train_baseline", "stats": "collect_stats", "scores": "score",
-             "pruned": "prune_finetune", "finetuned": "prune_finetune", "scratch": "train_scratch", "gradual": "train_gradual",
-             "space": "pruning_space"}
+             "pruned": "prune_finetune", "finetuned": "prune_finetune", "scratch": "train_scratch",
+             "gradual": "train_gradual", "space": "pruning_space"}
 
 
 class CorruptFileError(RuntimeError):

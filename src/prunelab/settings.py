@@ -29,7 +29,8 @@ def schema() -> dict:
     if not SCHEMA_FILE.is_file():
         raise FileNotFoundError(f"config schema {SCHEMA_FILE} not found: prunelab reads its defaults from the "
                                 "repository's workflow/schemas/ (install the package editable from a checkout)")
-    return yaml.safe_load(SCHEMA_FILE.read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~5 ms, not ~50 ms, in every job process
+    return yaml.load(SCHEMA_FILE.read_text(), Loader=loader)
 
 
 def section_defaults(section: str) -> dict:

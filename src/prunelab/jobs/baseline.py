@@ -11,7 +11,6 @@ from prunelab.records import dense_summary
 from prunelab.train import pick_device
 
 
-
 def prepare_data_job(smk) -> None:
     """Rule prepare_data: load a dataset by name and save its fixed train/val/test split."""
     start_script(smk)

@@ -17,7 +17,6 @@ from prunelab.stages import finetune_model
 from prunelab.train import pick_device
 
 
-
 def train_gradual_job(smk) -> None:
     """Rule train_gradual: FRS channel pruning while training from random init (Aketi et al. 2020); the physically
     pruned model + metrics.json, with the dense model of the same architecture as the cost reference."""

@@ -12,7 +12,6 @@ from prunelab.stats import load_statistics, save_statistics
 from prunelab.train import pick_device
 
 
-
 def collect_stats_job(smk) -> None:
     """Rule collect_stats: one calibration pass over the train split → stats.pt (what the methods declare)."""
     start_script(smk)
