@@ -1,8 +1,8 @@
 """Theoretical (MACs) vs measured (CPU latency) speedup of physically pruned CIFAR models.
 
 Each model is pruned at 50 % of its prunable channels (ResNets: the blocks' inner convs) with magnitude scores
-(L1 norm of each filter, computed here) by `prunelab.structured.prune_structured`. Dense and pruned models are
-timed in the inference forms every job times them in (`prunelab.deploy.inference_model`): "eager" = BN folded
+(L1 norm of each filter, computed here) by `prunelab.pruning.removal.prune_structured`. Dense and pruned models are
+timed in the inference forms every job times them in (`prunelab.measure.deploy.inference_model`): "eager" = BN folded
 into the convs, channels-last on CPU; "compiled" = the same, compiled by TorchInductor with frozen weights
 (the job setting `latency.compile: true`). Latency is the median of repeated timed forward passes (3x32x32,
 batch 64, torch.inference_mode, 2 threads), dense and pruned runs interleaved so that load from other processes
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from prunelab.deploy import inference_model, latency_form
-from prunelab.metrics import count_macs, count_params
+from prunelab.measure.deploy import inference_model, latency_form
+from prunelab.measure import count_macs, count_params
 from prunelab.models import build_model, prunable_layers
-from prunelab.structured import prune_structured
+from prunelab.pruning.removal import prune_structured
 
 MODELS = [("vgg11", {}), ("vgg16", {}), ("resnet20", {"shortcut": "A"}), ("resnet56", {"shortcut": "B"})]
 IN_SHAPE = [3, 32, 32]

@@ -1,7 +1,7 @@
 """Training throughput of the real training step on CIFAR-shaped data, and the augmentation's share of it.
 
 For ResNet-20, ResNet-56 and VGG-11 (3×32×32, 10 classes) on the CPU and, when present, CUDA: images/s of the
-step `prunelab.train.train_model` runs for every batch — index the uint8 train tensor on the device, `normalize`,
+step `prunelab.training.train_model` runs for every batch — index the uint8 train tensor on the device, `normalize`,
 `augment_batch` (random crop, pad 4, + horizontal flip, as for CIFAR), forward, cross-entropy, backward, the
 project's SGD step (momentum 0.9, weight decay 5e-4), and the two host reads of loss and accuracy the loop
 does per batch. Data: random uint8 tensors of the real shape, already on the device (as train_model puts them).
@@ -33,7 +33,7 @@ from torch import nn
 
 from prunelab.data import augment_batch, normalize
 from prunelab.models import build_model, place
-from prunelab.train import make_optimizer, seed_everything
+from prunelab.training import make_optimizer, seed_everything
 
 MODELS = ("resnet20", "resnet56", "vgg11")
 CIFAR_TRAIN = 45_000  # images per epoch with val_fraction 0.1

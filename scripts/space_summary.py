@@ -3,7 +3,7 @@ import csv
 
 from prunelab.io import load_json, save_json
 from prunelab.jobs import start_script
-from prunelab.space import CSV_COLUMNS, csv_row, summarize_space
+from prunelab.pruning.space import CSV_COLUMNS, csv_row, summarize_space
 
 start_script(snakemake)
 wc, p = snakemake.wildcards, snakemake.params

@@ -1,4 +1,4 @@
-"""DAG-time config checks (prunelab.config_checks): each hostile config stops with one line naming the key."""
+"""DAG-time config checks (prunelab.checks): each hostile config stops with one line naming the key."""
 from __future__ import annotations
 
 import copy
@@ -10,9 +10,9 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import REPO, TINY, snakemake
-from prunelab import config_checks as cc
-from prunelab.config_model_checks import meta_build
-from prunelab import datasets_io
+from prunelab import checks as cc
+from prunelab.checks.models import meta_build
+from prunelab.data import formats as datasets_io
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 BASE = yaml.safe_load(TINY.read_text())
@@ -294,9 +294,9 @@ def test_unit_counts_match_torch_pruning_groups(name, in_shape):
     """The unit counts behind the reachability checks equal torch-pruning's dependency groups (no residual)."""
     import torch
 
-    from prunelab.gradual import auto_ignore
+    from prunelab.pruning.gradual import auto_ignore
     from prunelab.models import build_model, classifier_name, prunable_layers
-    from prunelab.prune import structured_groups
+    from prunelab.models.graph import structured_groups
 
     arch = {"name": name, "options": {}, "in_shape": in_shape, "num_classes": 10}
     model = build_model(arch).eval()
@@ -311,11 +311,11 @@ def test_unit_counts_match_torch_pruning_groups(name, in_shape):
 
 @pytest.mark.parametrize("keep", [0.3, 0.6])
 def test_unstructured_reachability_matches_the_pruner(keep):
-    """The check refuses a ratio exactly when prunelab.prune (random scores) removes less than its label."""
+    """The check refuses a ratio exactly when prunelab.pruning.selection (random scores) removes less than its label."""
     import torch
 
     from prunelab.models import build_model, prunable_layers
-    from prunelab.prune import select_unstructured
+    from prunelab.pruning.selection import select_unstructured
 
     model = build_model({"name": "mlp", "options": {"hidden": [32, 16]}, "in_shape": [1, 8, 8], "num_classes": 10})
     gen = torch.Generator().manual_seed(0)
@@ -346,13 +346,13 @@ def test_granularities_left_out_is_a_baseline_run(tmp_path):
     ("mlp", 20, 1, "global"), ("cnn", 6, 1, "global"), ("cnn", 1, 16, "global"), ("cnn", 1, 12, "layerwise"),
     ("mlp", 1, 12, "layerwise"), ("cnn", 1, 12, "global"), ("mlp", 1, 20, "global")])
 def test_structured_reachability_matches_the_pruner(arch, min_keep, round_to, scope):
-    """min_keep_units: the check refuses a ratio exactly when prunelab.prune removes less than its label;
+    """min_keep_units: the check refuses a ratio exactly when prunelab.pruning.selection removes less than its label;
     round_to (lowers the achieved ratio by design): exactly when nothing is removed in layerwise scope, and
     in global scope never when something is removed (it cannot see the scores)."""
     import torch
 
     from prunelab.models import build_model, prunable_layers
-    from prunelab.prune import select_structured_groups
+    from prunelab.pruning.selection import select_structured_groups
 
     spec = BASE["archs"][arch]
     model = build_model({**spec, "in_shape": [1, 8, 8], "num_classes": 10}).eval()

@@ -10,7 +10,7 @@ from torch import nn
 from prunelab.methods import score_model
 from prunelab.methods.contribution import Consumer, downstream_consumers
 from prunelab.models import Add, build_model, classifier_name, prunable_layers
-from prunelab.prune import validate_scores
+from prunelab.pruning.selection import validate_scores
 from prunelab.methods import required_statistics
 from prunelab.stats import CONTRIBUTION_EPS, collect_statistics
 

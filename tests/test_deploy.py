@@ -1,4 +1,4 @@
-"""The inference form latency is timed in (`prunelab.deploy`): BN folded, placed, optionally compiled; its
+"""The inference form latency is timed in (`prunelab.measure.deploy`): BN folded, placed, optionally compiled; its
 logits against the original model's, and the checks that refuse a setting this machine cannot run."""
 
 import jsonschema
@@ -8,9 +8,9 @@ import yaml
 from torch import nn
 
 from conftest import REPO, TINY
-from prunelab.deploy import compile_problem, inference_model, latency_form
+from prunelab.measure.deploy import compile_problem, inference_model, latency_form
 from prunelab.jobs import Job, check_latency_settings
-from prunelab.records import latency_ms
+from prunelab.measure.latency import latency_ms
 from test_structured import make
 
 ARCHS = [("mlp", (1, 8, 8), {}), ("lenet5", (1, 28, 28), {}), ("vgg11", (3, 32, 32), {}),

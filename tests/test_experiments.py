@@ -129,7 +129,7 @@ GRADUAL = [p for p in CONFIGS if (load(p).get("gradual") or {}).get("enabled")]
 
 def gradual_pool(spec: dict, num_classes: int) -> int:
     """Channels gradual FRS may prune, counted on the built model: the inner convs of residual blocks (conv1 of
-    each block) or, for VGG, every conv after the first two (as the paper; prunelab.gradual.auto_ignore)."""
+    each block) or, for VGG, every conv after the first two (as the paper; prunelab.pruning.gradual.auto_ignore)."""
     from torch import nn
 
     from prunelab.models import build_model
@@ -148,8 +148,8 @@ def gradual_pool(spec: dict, num_classes: int) -> int:
 @pytest.mark.parametrize("path", GRADUAL, ids=[p.stem for p in GRADUAL])
 def test_gradual_schedule_reaches_its_ratios(path):
     """Ten steps of channels_per_step must reach round(ratio x pool) before stop_epoch, with epochs left to
-    fine-tune: the schedule check of prunelab.gradual (which otherwise fails the job before training)."""
-    gradual = pytest.importorskip("prunelab.gradual")
+    fine-tune: the schedule check of prunelab.pruning.gradual (which otherwise fails the job before training)."""
+    gradual = pytest.importorskip("prunelab.pruning.gradual")
     cfg = load(path)
     g = cfg["gradual"]
     steps = gradual.pruning_epochs(g["interval"], g.get("stop_epoch"), cfg["train"]["epochs"])

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import make_workdir, snakemake
-from prunelab.datasets_io import SYSTEM_FOLDERS, locate_idx
+from prunelab.data.formats import locate_idx, SYSTEM_FOLDERS
 
 pytestmark = pytest.mark.e2e
 CONFIG = Path(__file__).parent / "configs" / "fashion_tiny.yaml"

@@ -1,4 +1,4 @@
-"""Gradual FRS pruning while training (prunelab.gradual, rule train_gradual) against hand references."""
+"""Gradual FRS pruning while training (prunelab.pruning.gradual, rule train_gradual) against hand references."""
 import json
 import re
 import shutil
@@ -9,13 +9,14 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.gradual import (ChannelKeeper, GradualFRS, auto_ignore, cumulative_targets, pruning_epochs,
-                              train_gradual)
+from prunelab.pruning.gradual import auto_ignore, ChannelKeeper, GradualFRS, train_gradual
+from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
 from prunelab.io import load_model
 from prunelab.models import build_model
-from prunelab.pipeline import architecture_for, split_tensors
+from prunelab.data import split_tensors
+from prunelab.models import architecture_for
 from prunelab.records import METRICS_KEYS
-from prunelab.train import SGD, seed_everything, train_model
+from prunelab.training import seed_everything, SGD, train_model
 
 CNN = {"name": "cnn", "options": {"widths": [8, 8, 8]}}
 CONVS = ("conv1", "conv2", "conv3")
@@ -79,7 +80,7 @@ def test_keeper_holds_channels_through_momentum_and_weight_decay():
 
 def test_each_step_masks_exactly_x_lowest_frs_channels_and_they_stay_zero(data):
     from prunelab.methods import score_model
-    from prunelab.pipeline import calibration_subset
+    from prunelab.data import calibration_subset
     from prunelab.stats import collect_statistics
 
     arch = architecture_for(CNN, data)

@@ -77,8 +77,8 @@ def test_training_logs_epoch_progress_and_time_left(data, caplog):
     import torch
 
     from prunelab.models import build_model
-    from prunelab.pipeline import architecture_for
-    from prunelab.train import train_model
+    from prunelab.models import architecture_for
+    from prunelab.training import train_model
 
     torch.manual_seed(0)
     model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))
@@ -86,7 +86,7 @@ def test_training_logs_epoch_progress_and_time_left(data, caplog):
            "augment": False, "select": "last"}
     with caplog.at_level("INFO", logger="prunelab"):
         result = train_model(model, data, cfg, torch.device("cpu"), 0)
-    lines = [r.getMessage() for r in caplog.records if r.name == "prunelab.train"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "prunelab.training"]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     pattern = re.compile(r"epoch (\d)/3: ([\d.]+) s/epoch, ([\d.]+) s left; loss ([\d.]+), train top-1 [\d.]+ %, "
                          r"val top-1 ([\d.]+) %")
@@ -103,7 +103,7 @@ def test_training_logs_epoch_progress_and_time_left(data, caplog):
 @pytest.mark.parametrize("seconds, text", [(0.04, "0.0 s"), (59.94, "59.9 s"), (61, "1 min 01 s"),
                                            (3599, "59 min 59 s"), (3600, "1 h 00 min"), (7 * 3600 + 125, "7 h 02 min")])
 def test_format_seconds(seconds, text):
-    from prunelab.train import format_seconds
+    from prunelab.training import format_seconds
 
     assert format_seconds(seconds) == text
 
@@ -112,7 +112,8 @@ def test_statistics_pass_logs_what_it_computed(data, caplog):
     import torch
 
     from prunelab.models import build_model
-    from prunelab.pipeline import architecture_for, collect_baseline_statistics
+    from prunelab.models import architecture_for
+    from prunelab.stats import collect_baseline_statistics
 
     model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))
     with caplog.at_level("INFO", logger="prunelab"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.records import DenseLatency, cost_fields, dense_latency, dense_summary, interleaved_ms, ratio_summary
+from prunelab.measure.evaluation import cost_fields, dense_summary
+from prunelab.measure.latency import dense_latency, DenseLatency, interleaved_ms, ratio_summary
 
 
 def test_outlier_round_does_not_own_the_speedup():

@@ -86,14 +86,14 @@ def test_screening_scores_match_hand_formula_with_sklearn_f():
 
 
 def selected_weights(model, scores, ratio, scope):
-    from prunelab.prune import select_unstructured
+    from prunelab.pruning.selection import select_unstructured
     return select_unstructured(model, scores, ratio, scope=scope)
 
 
 @pytest.mark.parametrize("scope", ["global", "layerwise"])
 @pytest.mark.parametrize("ratio", [0.3, 0.6, 0.9])
 def test_screening_lambda0_selects_exactly_what_magnitude_selects(scope, ratio):
-    from prunelab.prune import select_structured
+    from prunelab.pruning.selection import select_structured
 
     model, x, y = mlp_and_data(n=48)
     with torch.no_grad():
@@ -208,7 +208,7 @@ def test_random_is_seeded_uniform():
 
 
 def test_every_method_scores_zoo_models_in_the_file_contract():
-    from prunelab.prune import validate_scores
+    from prunelab.pruning.selection import validate_scores
 
     for name, shape in (("mlp", [1, 8, 8]), ("cnn", [1, 8, 8]), ("resnet20", [3, 8, 8])):
         model = build_model({"name": name, "options": {}, "in_shape": shape, "num_classes": 4})

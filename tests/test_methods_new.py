@@ -275,7 +275,7 @@ def test_new_statistics_only_when_declared():
 
 
 def test_new_methods_score_zoo_models_in_the_file_contract_or_say_why_not():
-    from prunelab.prune import validate_scores
+    from prunelab.pruning.selection import validate_scores
 
     new = ["wanda", "lamp", "fpgm", "bn_scale", "hrank", "obd"]
     refused = set()

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from prunelab import metrics as M
+from prunelab import measure as M
 
 
 def small_cnn():

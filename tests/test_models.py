@@ -407,7 +407,7 @@ def test_place_puts_conv_models_channels_last_on_cpu_with_the_same_logits(tmp_pa
 
 def test_dense_only_registry_flag_matches_the_built_models():
     """DENSE_ONLY (registered with convolutional=False) is exactly the models built without a Conv2d."""
-    from prunelab.config_model_checks import meta_build
+    from prunelab.checks.models import meta_build
     from prunelab.models import DENSE_ONLY, MODELS
 
     with meta_build():

@@ -10,9 +10,11 @@ import yaml
 from conftest import TINY, make_workdir, snakemake
 from prunelab.data import prepare_dataset
 from prunelab.models import build_model
-from prunelab.pipeline import architecture_for, split_tensors, train_baseline
-from prunelab.regularizers import KINDS, ContributionRegularizer
-from prunelab.train import seed_everything, train_model
+from prunelab.data import split_tensors
+from prunelab.models import architecture_for
+from prunelab.training import train_baseline
+from prunelab.training.regularizers import ContributionRegularizer, KINDS
+from prunelab.training import seed_everything, train_model
 
 CNN = {"name": "cnn", "options": {"widths": [4, 8, 8]}}   # conv + BN + linear: every hook type
 MLP = {"name": "mlp", "options": {"hidden": [32, 16]}}

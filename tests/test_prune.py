@@ -1,4 +1,4 @@
-"""Selection and unstructured masks (prunelab.prune), checked against hand-computed references."""
+"""Selection and unstructured masks (prunelab.pruning.selection), checked against hand-computed references."""
 
 import math
 
@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from prunelab.models import build_model, prunable_layers
-from prunelab.prune import (MaskKeeper, apply_masks, iterative_ratios, prune_unstructured, select_structured,
-                            select_unstructured, structured_groups, validate_scores)
+from prunelab.models.graph import structured_groups
+from prunelab.pruning.masks import apply_masks, MaskKeeper, prune_unstructured
+from prunelab.pruning.schedules import iterative_ratios
+from prunelab.pruning.selection import select_structured, select_unstructured, validate_scores
 
 
 def arch(name, in_shape, **options):

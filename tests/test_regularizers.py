@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunelab.models import build_model
-from prunelab.regularizers import ContributionRegularizer
+from prunelab.training.regularizers import ContributionRegularizer
 from prunelab.stats import CONTRIBUTION_EPS
 
 

@@ -12,9 +12,9 @@ import yaml
 from conftest import REPO, TINY
 from prunelab.methods import score_model
 from prunelab.models import build_model, prunable_layers
-from prunelab.prune import select_structured
-from prunelab.stages import prune_model
-from prunelab.structured import prune_structured
+from prunelab.pruning.selection import select_structured
+from prunelab.jobs.pruning import prune_model
+from prunelab.pruning.removal import prune_structured
 
 CPU = torch.device("cpu")
 

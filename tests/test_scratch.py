@@ -9,12 +9,12 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.gradual import scratch_model, train_scratch
+from prunelab.pruning.gradual import scratch_model, train_scratch
 from prunelab.io import load_model
 from prunelab.models import build_model, prunable_layers
-from prunelab.pipeline import architecture_for
+from prunelab.models import architecture_for
 from prunelab.records import METRICS_KEYS
-from prunelab.structured import prune_structured
+from prunelab.pruning.removal import prune_structured
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import prunelab.methods as methods_pkg
 from conftest import REPO, TINY
 from prunelab.methods import METHODS, method_names, register_method
 from prunelab.settings import LatencySettings, PruneSettings, TrainSettings, method_defaults, section_defaults
-from prunelab.train import lr_at
+from prunelab.training import lr_at
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 

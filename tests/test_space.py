@@ -10,10 +10,10 @@ import yaml
 from scipy import stats
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.metrics import count_macs
+from prunelab.measure import count_macs
 from prunelab.models import build_model, prunable_layers
 from prunelab.records import METRICS_KEYS
-from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_rng, summarize_space
+from prunelab.pruning.space import build_subnetwork, sample_counts, sample_rng, SpaceModel, summarize_space
 
 ARCHS = {
     "cnn": ({"name": "cnn", "options": {"widths": [16, 32, 64]}}, [1, 8, 8]),

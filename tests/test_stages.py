@@ -7,8 +7,10 @@ import torch
 
 from prunelab.io import load_model, save_model
 from prunelab.methods import score_model
-from prunelab.pipeline import train_baseline
-from prunelab.stages import finetune_model, finetune_split, masks_hold, prune_model, rescorer
+from prunelab.training import train_baseline
+from prunelab.jobs.pruning import finetune_model, prune_model, rescorer
+from prunelab.pruning.masks import masks_hold
+from prunelab.pruning.schedules import finetune_split
 
 CPU = torch.device("cpu")
 
@@ -128,7 +130,7 @@ def test_every_structured_method_prunes_a_conv_model(trained):
     """Scores of every structured method, as the workflow makes them, prune the model physically. bn_scale gives
     the classifier no score (no BatchNorm follows it); its outputs are never pruned, so none is needed."""
     from prunelab.methods import METHODS, inapplicable_reason, required_statistics
-    from prunelab.pipeline import collect_baseline_statistics
+    from prunelab.stats import collect_baseline_statistics
 
     data, model, arch = trained
     methods = [m for m, spec in METHODS.items() if "structured" in spec.granularities

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 from prunelab.provenance import provenance_warnings
-from prunelab.records import METRICS_KEYS, git_state, source_hash, tree_hash
+from prunelab.records import git_state, METRICS_KEYS, source_hash, tree_hash
 
 from conftest import REPO
 

@@ -1,14 +1,16 @@
-"""Physical structured pruning (prunelab.structured) against the masked dense model and hand counts."""
+"""Physical structured pruning (prunelab.pruning.removal) against the masked dense model and hand counts."""
 
 import pytest
 import torch
 from torch import nn
 
-import prunelab.structured as structured
-from prunelab.metrics import count_macs, count_params
+import prunelab.pruning.removal as structured
+from prunelab.measure import count_macs, count_params
 from prunelab.models import build_model, prunable_layers
-from prunelab.prune import select_structured
-from prunelab.structured import EquivalenceError, fold_batchnorm, following_bn, masked_dense_model, prune_structured
+from prunelab.pruning.selection import select_structured
+from prunelab.measure.deploy import EquivalenceError, fold_batchnorm
+from prunelab.models.graph import following_bn
+from prunelab.pruning.removal import masked_dense_model, prune_structured
 
 
 def make(name, in_shape, **options):

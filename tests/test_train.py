@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.pipeline import train_baseline
-from prunelab.train import SGD, lr_at
+from prunelab.training import train_baseline
+from prunelab.training import lr_at, SGD
 
 
 @pytest.mark.parametrize("momentum,wd,nesterov", [(0.0, 0.0, False), (0.9, 5e-4, False), (0.9, 1e-3, True)])
@@ -61,8 +61,8 @@ def test_best_validation_epoch_is_selected(data):
 
 def test_steps_per_epoch_caps_the_optimiser_steps_of_each_epoch(data):
     from prunelab.models import build_model
-    from prunelab.pipeline import architecture_for
-    from prunelab.train import train_model
+    from prunelab.models import architecture_for
+    from prunelab.training import train_model
 
     spec = {"name": "mlp", "options": {"hidden": [16]}}
     steps = []

@@ -19,16 +19,15 @@ from pathlib import Path
 
 # Top first. A module belongs to the first layer that lists it or a package above it.
 LAYERS = [
-    ("workflow glue", ["prunelab.config_checks", "prunelab.config_data_checks", "prunelab.config_model_checks",
-                       "prunelab.report"]),
-    ("jobs", ["prunelab.jobs", "prunelab.stages", "prunelab.pipeline", "prunelab.gradual", "prunelab.space"]),
-    ("tracking and records", ["prunelab.tracking", "prunelab.records", "prunelab.provenance", "prunelab.deploy"]),
-    ("algorithms", ["prunelab.methods", "prunelab.prune", "prunelab.structured", "prunelab.regularizers",
-                    "prunelab.train"]),
+    ("workflow glue", ["prunelab.checks", "prunelab.report"]),
+    ("jobs", ["prunelab.jobs"]),
+    ("tracking and records", ["prunelab.tracking", "prunelab.records", "prunelab.provenance"]),
+    ("pruning", ["prunelab.pruning"]),
+    ("criteria and training", ["prunelab.methods", "prunelab.training"]),
     ("statistics", ["prunelab.stats"]),
-    ("measurement", ["prunelab.metrics"]),
-    ("models, data, files, settings", ["prunelab.models", "prunelab.data", "prunelab.datasets_io", "prunelab.io",
-                                       "prunelab.settings", "prunelab"]),
+    ("measurement", ["prunelab.measure"]),
+    ("models, data, files, settings", ["prunelab.models", "prunelab.data", "prunelab.io", "prunelab.settings",
+                                       "prunelab"]),
 ]
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from prunelab import config_model_checks as model_checks
-from prunelab.config_checks import ConfigError, check_config
+from prunelab.checks import models as model_checks
+from prunelab.checks import check_config, ConfigError
 from prunelab.methods import get_method, required_statistics
 from prunelab.methods.variants import expand_methods, select_variants
 from prunelab.settings import method_defaults
@@ -107,7 +107,7 @@ def inapplicable_pairs():
     without BatchNorm): those pairs are skipped (logged); a method that applies to no arch is an error.
     """
     from snakemake.logging import logger
-    from prunelab.config_data_checks import dataset_sizes
+    from prunelab.checks.data import dataset_sizes
     from prunelab.methods import inapplicable_reason
     from prunelab.models import build_model
 

@@ -1,4 +1,4 @@
-# Network pruning spaces: random subnetworks of the standard baseline at fixed MACs regimes (prunelab.space).
+# Network pruning spaces: random subnetworks of the standard baseline at fixed MACs regimes (prunelab.pruning.space).
 # SPACE_METRICS (every sample's metrics.json) and SPACE_SUMMARIES (one per arch x seed) are [] unless enabled.
 SPACE = config["space"]
 SPACE_ARCHS = list(SPACE["archs"]) or ARCHS

@@ -23,7 +23,7 @@ from prunelab.records import config_hash, empty_record, git_commit, source_hash
 from prunelab.tracking import LiveRun, job_id, write_run_file
 
 log = logging.getLogger("prunelab")
-# The per-epoch keys prunelab.train.train_model logs itself.
+# The per-epoch keys prunelab.training.train_model logs itself.
 EPOCH_KEYS = ("epoch", "lr", "loss_train", "top1_train", "top1_val", "loss_val")
 
 
@@ -119,8 +119,8 @@ def check_latency_settings(rule: str, params: dict) -> None:
     """Before any work: `latency.compile` needs what compilation needs on the job's device (RuntimeError)."""
     if not (params.get("latency") or {}).get("compile"):
         return
-    from prunelab.deploy import compile_problem
-    from prunelab.train import pick_device
+    from prunelab.measure.deploy import compile_problem
+    from prunelab.training import pick_device
 
     problem = compile_problem(pick_device(params.get("device", "auto")))
     if problem:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from prunelab.data import load_prepared, prepare_dataset, save_prepared
 from prunelab.io import save_model
 from prunelab.jobs import Job, script_params, start_script
-from prunelab.pipeline import model_fields, train_baseline
-from prunelab.records import dense_summary
-from prunelab.train import pick_device
+from prunelab.measure.evaluation import model_fields
+from prunelab.training import train_baseline
+from prunelab.measure.evaluation import dense_summary
+from prunelab.training import pick_device
 
 
 def prepare_data_job(smk) -> None:

@@ -7,14 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunelab.data import load_prepared
-from prunelab.gradual import train_gradual, train_scratch
+from prunelab.pruning.gradual import train_gradual, train_scratch
 from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, script_params
 from prunelab.models import build_model
-from prunelab.pipeline import architecture_for, calibration_subset, dense_reference, model_fields, test_fields
-from prunelab.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
-from prunelab.stages import finetune_model
-from prunelab.train import pick_device
+from prunelab.data import calibration_subset
+from prunelab.measure.evaluation import dense_reference, model_fields, test_fields
+from prunelab.models import architecture_for
+from prunelab.pruning.space import build_subnetwork, sample_counts, sample_rng, SpaceModel
+from prunelab.jobs.pruning import finetune_model
+from prunelab.training import pick_device
 
 
 def train_gradual_job(smk) -> None:

@@ -141,3 +141,10 @@ __all__ = [
     "MODELS", "Add", "ShortcutA", "architecture", "build_model", "classifier_name", "init_weights",
     "model_names", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
 ]
+
+
+
+def architecture_for(spec: dict, data: dict) -> dict:
+    """Architecture dict for a config entry {name, options} adapted to the dataset's input and classes."""
+    return {"name": spec["name"], "options": dict(spec.get("options") or {}), "in_shape": list(data["in_shape"]),
+            "num_classes": int(data["num_classes"]), "shapes": None}

@@ -40,12 +40,15 @@ position, the sum running over the whole receptive field (input channels × kern
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from prunelab.data import calibration_subset
 from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 from prunelab.models import place, prunable_layers
 from prunelab.stats.accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
@@ -54,6 +57,7 @@ from prunelab.stats.extra import conv_geometry
 STAT_NAMES = ("activations", "input_activations", "contribution_mean", "contribution_sq", "taylor", "relevance",
               "input_sqnorm", "feature_rank", "fisher")
 CONTRIBUTION_EPS = 1e-12
+log = logging.getLogger("prunelab.stats")
 STATS_VERSION = 1
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -293,4 +297,25 @@ def load_statistics(path: str | Path) -> dict:
     if stats.get("version") != STATS_VERSION:
         raise CorruptFileError(f"statistics file {path} has version {stats.get('version')!r}, this code reads "
                                f"version {STATS_VERSION}; {hint}")
+    return stats
+
+
+
+def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: dict,
+                                seed: int, device, lrp: dict | None = None) -> dict:
+    """Statistics `needs` (see prunelab.methods.required_statistics) of a trained model on its calibration subset.
+
+    lrp: {"alpha", "beta"} of the LRP-αβ rule, for the "relevance" statistic (the frs method's options).
+    """
+    needs = set(needs)
+    if "relevance" in needs and lrp is None:
+        raise ValueError("statistic 'relevance' needs the LRP rule's alpha and beta (the frs options)")
+    x, y = calibration_subset(data, stats_cfg["samples"], seed)
+    log.info("collecting %s on %d calibration samples (of %d requested)", sorted(needs), len(x),
+             stats_cfg["samples"])
+    t0 = time.perf_counter()
+    rule = {"lrp_alpha": lrp["alpha"], "lrp_beta": lrp["beta"]} if lrp else {}
+    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device, **rule)
+    log.info("computed %s for %d layers on %d samples in %.2f s", sorted(needs), len(stats["layers"]), len(x),
+             time.perf_counter() - t0)
     return stats

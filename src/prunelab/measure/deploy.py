@@ -10,11 +10,13 @@ form, so a latency speedup compares like with like.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from prunelab.models import place
-from prunelab.structured import fold_batchnorm, logits_difference
+from prunelab.models.graph import following_bn
 
 FOLD_TOLERANCE = 1e-3  # max |logit difference| / max(1, max |logit|) allowed between a model and its folded copy
 
@@ -70,3 +72,41 @@ def inference_model(model: nn.Module, device: torch.device | str, compiled: bool
     if compiled:
         return torch.compile(folded, dynamic=False, options={"freezing": True})
     return folded
+
+
+
+class EquivalenceError(AssertionError):
+    """The physically pruned model does not reproduce the masked dense model's logits."""
+
+
+@torch.no_grad()
+def logits_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(max |a(x) - b(x)|, max |b(x)|) in eval mode; both models' training flags are restored."""
+    flags = (a.training, b.training)
+    a.eval(), b.eval()
+    try:
+        ya, yb = a(x), b(x)
+    finally:
+        a.train(flags[0]), b.train(flags[1])
+    if ya.shape != yb.shape:
+        raise EquivalenceError(f"logit shapes differ: {tuple(ya.shape)} vs {tuple(yb.shape)}")
+    return float((ya - yb).abs().max()), float(yb.abs().max())
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Inference copy with each BatchNorm2d folded into the Conv2d whose output it normalises (eval mode).
+
+    The BN becomes nn.Identity and the conv gets the scaled weight and a bias. Used for fair latency
+    measurements of dense and pruned models alike.
+    """
+    out = copy.deepcopy(model).eval()
+    modules = dict(out.named_modules())
+    for conv_name, bn_name in following_bn(out).items():
+        conv, bn = modules[conv_name], modules[bn_name]
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+        out.set_submodule(conv_name, fused)
+        out.set_submodule(bn_name, nn.Identity())
+    return out

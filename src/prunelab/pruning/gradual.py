@@ -18,7 +18,7 @@ be smaller; too few steps to reach T is an error before training starts). The pa
 CIFAR ResNets and 160 for VGG-16 on CIFAR-10.
 
 What is never pruned: the classifier's outputs, residual streams (groups that pass a residual add:
-only the inner convs of residual blocks are prunable, `residual="inner"` in prunelab.prune), layers in
+only the inner convs of residual blocks are prunable, `residual="inner"` in prunelab.pruning.selection), layers in
 `ignore_layers`, and, automatically for VGG (any arch name containing "vgg"), the first two convolutions,
 as in the paper.
 
@@ -38,46 +38,22 @@ from torch import nn
 
 from prunelab.models import (TV_PREFIX, architecture, build_model, classifier_name, init_weights, place,
                               prunable_layers)
-from prunelab.pipeline import architecture_for, calibration_subset
-from prunelab.prune import normalized, structured_groups
-from prunelab.regularizers import regularizer_loss
+from prunelab.data import calibration_subset
+from prunelab.models import architecture_for
+from prunelab.models.graph import following_bn, structured_groups
+from prunelab.pruning.removal import check_equivalence, remove_units
+from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
+from prunelab.pruning.selection import normalized
 from prunelab.settings import TrainSettings, method_defaults, section_defaults
-from prunelab.structured import check_equivalence, following_bn, remove_units
-from prunelab.train import TrainResult, seed_everything, train_model
+from prunelab.training import TrainResult, seed_everything, train_model
+from prunelab.training.regularizers import regularizer_loss
 
-log = logging.getLogger("prunelab.gradual")
+log = logging.getLogger("prunelab.pruning.gradual")
 GRADUAL_KEYS = {"interval", "stop_epoch", "channels_per_step", "ignore_layers", "min_keep_units"}
 
 
-# ------------------------------------------------------------------------------------------- schedule
-def pruning_epochs(interval: int, stop_epoch: int | None, epochs: int) -> list[int]:
-    """0-based epochs at whose start a pruning step runs: interval, 2·interval, ... ≤ stop_epoch.
-
-    stop_epoch None → epochs // 2. stop_epoch must be < epochs (the rest is fine-tuning).
-    """
-    if stop_epoch is None:
-        stop_epoch = epochs // 2
-    for what, v in (("interval", interval), ("stop_epoch", stop_epoch), ("epochs", epochs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"gradual: {what} must be a positive int, got {v!r}")
-    if stop_epoch >= epochs:
-        raise ValueError(f"gradual.stop_epoch ({stop_epoch}) must be below train.epochs ({epochs}): the epochs "
-                         "after the last pruning step are the fine-tuning")
-    if stop_epoch < interval:
-        raise ValueError(f"gradual.stop_epoch ({stop_epoch}) is below gradual.interval ({interval}): no step")
-    return list(range(interval, stop_epoch + 1, interval))
 
 
-def cumulative_targets(total: int, steps: int, per_step: int | None = None) -> list[int]:
-    """Channels pruned in all after each of `steps` steps, ending at `total` (see the module docstring)."""
-    if per_step is None:
-        return [int(math.floor(total * k / steps + 0.5)) for k in range(1, steps + 1)]
-    if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 1:
-        raise ValueError(f"gradual.channels_per_step must be a positive int or null, got {per_step!r}")
-    if per_step * steps < total:
-        raise ValueError(f"gradual: {steps} steps of {per_step} channels cannot reach the target of {total} "
-                         "channels; raise channels_per_step or stop_epoch, or lower interval or the ratio")
-    return [min(total, per_step * k) for k in range(1, steps + 1)]
 
 
 def auto_ignore(model: nn.Module, arch_name: str) -> list[str]:
@@ -194,7 +170,7 @@ class GradualFRS:
 
     def __init__(self, model: nn.Module, arch_name: str, data: dict, ratio: float, epochs: int, cfg: dict,
                  frs_cfg: dict | None, stats_cfg: dict, seed: int, device):
-        from prunelab.prune import validate_ratio
+        from prunelab.pruning.selection import validate_ratio
 
         unknown = set(cfg) - GRADUAL_KEYS - {"enabled", "ratios", "archs"}
         if unknown:

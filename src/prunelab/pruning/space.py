@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelab.metrics import layer_macs
+from prunelab.measure import layer_macs
 from prunelab.models import architecture, build_model, classifier_name, init_weights, place, prunable_layers
-from prunelab.prune import normalized, out_pruning_fn, structured_groups
-from prunelab.structured import check_equivalence, masked_dense_model, remove_units
+from prunelab.models.graph import out_pruning_fn, structured_groups
+from prunelab.pruning.selection import normalized
+from prunelab.pruning.removal import check_equivalence, masked_dense_model, remove_units
 
 FRACTION_RANGE = (0.1, 1.0)  # per-group keep fractions are drawn from U(lo, hi) before the common scaling
 INITS = ("inherit", "scratch")

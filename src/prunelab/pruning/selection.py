@@ -18,7 +18,7 @@ Conventions (DESIGN §5):
   the smallest multiple of round_to >= it (at most all its units) by restoring its highest-scored removed
   units, e.g. 8 for GPU tensor cores, 16 for AVX-512 (oneDNN computes 16 output channels per block). Rounding
   only keeps more units, so the achieved ratio (reported) can be below the requested one.
-The structured reference (`masked_dense_model`) and the physical removal live in `prunelab.structured`.
+The structured reference (`masked_dense_model`) and the physical removal live in `prunelab.pruning.removal`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import math
 import torch
 from torch import nn
 
-from prunelab.models import Add, classifier_name, prunable_layers
+from prunelab.models import classifier_name, prunable_layers
+from prunelab.models.graph import structured_groups
 
 NORMALIZE = ("l2", "max", None)
-RESIDUAL = ("inner", "all")
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -195,148 +195,18 @@ def select_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str
     return {n: (~removed[n]).reshape(modules[n].weight.shape) for n in names}
 
 
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
-    """Zero (in place) every weight whose keep-mask entry is False; returns `model`."""
-    modules = dict(model.named_modules())
-    for name, mask in masks.items():
-        w = _masked_weight(modules, name, mask)
-        w.mul_(mask.to(w.device, w.dtype))
-    return model
 
 
-def _masked_weight(modules: dict, name: str, mask: torch.Tensor) -> torch.Tensor:
-    """The weight a keep-mask applies to; a mask naming no weighted layer, or of another shape, raises."""
-    if name not in modules or not hasattr(modules[name], "weight"):
-        raise ValueError(f"mask for {name!r}, which is not a layer with a weight in the model")
-    w = modules[name].weight
-    if tuple(mask.shape) != tuple(w.shape):
-        raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
-    return w
 
 
-class MaskKeeper:
-    """Keeps masked weights at zero while training.
-
-    Gradients of masked weights are zeroed by hooks (so momentum buffers and Adam moments built from them
-    stay zero), and `apply()` re-zeroes the weights: call it after every `optimizer.step()` (it also
-    undoes decoupled weight decay or momentum left over from before masking). `remove()` drops the hooks.
-    """
-
-    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]):
-        modules = dict(model.named_modules())
-        self.pairs, self.handles = [], []
-        for name, mask in masks.items():
-            w = _masked_weight(modules, name, mask)
-            m = mask.to(w.device, torch.bool)
-            self.pairs.append((w, m))
-            self.handles.append(w.register_hook(lambda g, m=m: g.masked_fill(~m.to(g.device), 0)))
-        self.apply()
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        """Re-zero the masked weights (in place)."""
-        for w, m in self.pairs:
-            w.masked_fill_(~m.to(w.device), 0)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
 
 
-def prune_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str = "global",
-                       min_keep: float = 0.01, ignore=(), normalize: str | None = None,
-                       prior: dict | None = None):
-    """Select and apply unstructured masks IN PLACE. Returns (model, masks, info).
-
-    info: ratio_requested, sparsity_achieved (removed / prunable weights), n_prunable, n_removed,
-    layer_kept {layer: kept fraction of its weights; 1.0 for ignored layers}, scope, min_keep.
-    """
-    masks = select_unstructured(model, scores, ratio, scope, min_keep, ignore, normalize, prior)
-    apply_masks(model, masks)
-    n_prunable = sum(m.numel() for m in masks.values())
-    n_removed = sum(int((~m).sum()) for m in masks.values())
-    layer_kept = {n: (float(masks[n].float().mean()) if n in masks else 1.0) for n, _ in prunable_layers(model)}
-    info = {"granularity": "unstructured", "ratio_requested": float(ratio),
-            "sparsity_achieved": n_removed / n_prunable, "n_prunable": n_prunable, "n_removed": n_removed,
-            "layer_kept": layer_kept, "scope": scope, "min_keep": min_keep, "normalize": normalize}
-    return model, masks, info
 
 
-def iterative_ratios(target: float, steps: int) -> list[float]:
-    """Cumulative ratios (w.r.t. the dense model) for `steps` prune/fine-tune rounds reaching `target`.
-
-    Rule: the kept fraction shrinks geometrically, kept_k = (1 - target)^(k/steps), so each round removes the
-    same fraction 1 - (1 - target)^(1/steps) of what is left (Han et al. 2015 prune iteratively in steps).
-    For a physically pruned model, pass that per-round fraction of the current units instead.
-    """
-    target = validate_ratio(target, "target ratio")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    out = [1.0 - (1.0 - target) ** (k / steps) for k in range(1, steps + 1)]
-    out[-1] = target
-    return out
 
 
-# ----------------------------------------------------------------------------------------------- structured
-def out_pruning_fn(module: nn.Module):
-    import torch_pruning as tp
-
-    return tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
 
 
-def structured_groups(model: nn.Module, example_input: torch.Tensor | None = None,
-                      residual: str = "inner") -> list[dict]:
-    """Coupled output-unit groups of every Conv2d/Linear, in forward order.
-
-    Each group: {"members": [layer names whose output channels are removed together], "units": int,
-    "residual": bool (passes a residual add)}. Found with torch-pruning's DependencyGraph traced on
-    `example_input` when given. Without it every layer is its own group, which is only allowed for models
-    with no `Add` module (models that add residuals inline, e.g. torchvision's, always need an input).
-    Groups that pass a residual add are dropped with residual="inner"; with "all", a group that also
-    passes a zero-padding (option-A) shortcut raises, since torch-pruning cannot prune through it.
-    """
-    if residual not in RESIDUAL:
-        raise ValueError(f"residual must be one of {RESIDUAL}, got {residual!r}")
-    layers = prunable_layers(model)
-    if example_input is None:
-        if any(isinstance(m, Add) for m in model.modules()):
-            raise ValueError("the model has residual adds: pass example_input (one input batch) so "
-                             "torch-pruning can trace which channels are coupled")
-        return [{"members": [n], "units": m.weight.shape[0], "residual": False} for n, m in layers]
-    import torch_pruning as tp
-
-    was_training = model.training
-    model.eval()  # tracing runs a forward pass: do not touch BN running statistics
-    try:
-        with torch.enable_grad():  # torch-pruning traces autograd
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
-    finally:
-        model.train(was_training)
-    names = {m: n for n, m in layers}
-    groups, seen = [], set()
-    for name, m in layers:
-        if name in seen:
-            continue
-        g = dg.get_pruning_group(m, out_pruning_fn(m), list(range(m.weight.shape[0])))
-        members = [names[d.target.module] for d, _ in g
-                   if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names]
-        kinds = " ".join(str(d.target.name) for d, _ in g)
-        members = [n for n, _ in layers if n in set(members)]  # forward order
-        seen.update(members)
-        res = "AddBackward" in kinds
-        if res and residual == "all":
-            pads = "ConstantPadNdBackward" in kinds
-            sizes = {dict(layers)[n].weight.shape[0] for n in members}
-            if pads or len(sizes) > 1:
-                raise ValueError(f"cannot prune the residual stream of {members}: it passes a zero-padding "
-                                 f"(option-A) shortcut, which torch-pruning cannot follow (DESIGN §8); use "
-                                 f"residual='inner' or option-B shortcuts")
-        groups.append({"members": members, "units": m.weight.shape[0], "residual": res})
-    if residual == "inner":
-        groups = [g for g in groups if not g["residual"]]
-    return groups
 
 
 def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> torch.Tensor:

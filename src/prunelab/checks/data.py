@@ -1,4 +1,4 @@
-"""Data files and split sizes of a config (part of `prunelab.config_checks`, run at DAG time).
+"""Data files and split sizes of a config (part of `prunelab.checks`, run at DAG time).
 
 `dataset_sizes(cfg["dataset"])` finds the data files when download is off (`datasets_io.missing_files`), reads
 an image folder's layout and image headers, and returns the sizes the prepared dataset will have (the same
@@ -41,7 +41,7 @@ def few(names, limit: int = 12) -> str:
 
 def _data_missing(name: str, root: Path, download: bool) -> str | None:
     """One line naming the missing files of `name` under `root` (with the fix), or None when complete."""
-    from prunelab import datasets_io as io
+    from prunelab.data import formats as io
 
     missing = io.missing_files(name, root)
     if not missing:
@@ -52,7 +52,7 @@ def _data_missing(name: str, root: Path, download: bool) -> str | None:
 
 def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, int], int, int, bool]:
     """(in_shape, classes, train-pool images, has test folder) of an image folder; mistakes named."""
-    from prunelab.datasets_io import IMAGE_EXTENSIONS
+    from prunelab.data.formats import IMAGE_EXTENSIONS
 
     key = "config key 'dataset.data_root'"
     if not root.is_dir():

@@ -8,7 +8,7 @@ Models are built only on the meta device with initialisation skipped (millisecon
 is imported only when a `tv:` model is named. No Snakemake import: common.smk turns ConfigError into a
 WorkflowError.
 
-Data files and split sizes: `prunelab.config_data_checks`; models: `prunelab.config_model_checks`.
+Data files and split sizes: `prunelab.checks.data`; models: `prunelab.checks.models`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from prunelab.config_data_checks import ConfigError, check_sizes, dataset_sizes, few
-from prunelab.config_model_checks import check_arch, gradual_archs
+from prunelab.checks.data import check_sizes, ConfigError, dataset_sizes, few
+from prunelab.checks.models import check_arch, gradual_archs
 
 __all__ = ["ConfigError", "check_config"]
 

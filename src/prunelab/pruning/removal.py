@@ -1,6 +1,6 @@
 """Physical structured pruning with torch-pruning, checked against the masked dense model.
 
-`prune_structured` selects output units (`prunelab.prune.select_structured`), removes them physically with
+`prune_structured` selects output units (`prunelab.pruning.selection.select_structured`), removes them physically with
 torch-pruning's DependencyGraph (which also shrinks the BN after each layer, the inputs of the layers that
 read it, residual adds and flatten -> linear), records the new sizes as data (`architecture`), and only
 returns once the pruned network reproduces the logits of the masked dense model.
@@ -14,45 +14,11 @@ import torch
 from torch import nn
 
 from prunelab.models import architecture, prunable_layers
-from prunelab.prune import out_pruning_fn, select_structured_groups
+from prunelab.measure.deploy import EquivalenceError, logits_difference
+from prunelab.models.graph import following_bn, out_pruning_fn
+from prunelab.pruning.selection import select_structured_groups
 
 
-def following_bn(model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, str]:
-    """{Conv/Linear name: name of the BatchNorm that normalises its output}, for layers that have one.
-
-    With `example_input`, found by a forward pass (the BN whose input IS the layer's output tensor);
-    without, by registration order (the next Conv/Linear/BN module, if a BN of matching size), which holds
-    for every prunelab zoo model.
-    """
-    bn_types = (nn.BatchNorm1d, nn.BatchNorm2d)
-    layers = dict(prunable_layers(model))
-    if example_input is None:
-        seq = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear) + bn_types)]
-        out = {}
-        for (n, m), (n2, m2) in zip(seq, seq[1:]):
-            if n in layers and isinstance(m2, bn_types) and m2.num_features == m.weight.shape[0]:
-                out[n] = n2
-        return out
-    produced, out, handles = {}, {}, []
-    for n, m in model.named_modules():
-        if n in layers:
-            handles.append(m.register_forward_hook(lambda mod, i, o, n=n: produced.__setitem__(id(o), (n, o))))
-        elif isinstance(m, bn_types):
-            def hook(mod, inputs, o, n=n):
-                hit = produced.get(id(inputs[0]))
-                if hit is not None and hit[1] is inputs[0]:
-                    out[hit[0]] = n
-            handles.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return out
 
 
 @torch.no_grad()
@@ -84,22 +50,8 @@ def masked_dense_model(model: nn.Module, remove: dict[str, torch.Tensor],
     return ref
 
 
-class EquivalenceError(AssertionError):
-    """The physically pruned model does not reproduce the masked dense model's logits."""
 
 
-@torch.no_grad()
-def logits_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(max |a(x) - b(x)|, max |b(x)|) in eval mode; both models' training flags are restored."""
-    flags = (a.training, b.training)
-    a.eval(), b.eval()
-    try:
-        ya, yb = a(x), b(x)
-    finally:
-        a.train(flags[0]), b.train(flags[1])
-    if ya.shape != yb.shape:
-        raise EquivalenceError(f"logit shapes differ: {tuple(ya.shape)} vs {tuple(yb.shape)}")
-    return float((ya - yb).abs().max()), float(yb.abs().max())
 
 
 def check_equivalence(pruned: nn.Module, reference: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> float:
@@ -153,7 +105,7 @@ def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, e
                      residual: str = "inner", tol: float = 1e-4, round_to: int = 1):
     """Physically prune a COPY of `model` (the input is untouched). Returns (pruned, new_arch, info).
 
-    Selection as `prunelab.prune.select_structured` (same arguments); example_input: one input batch
+    Selection as `prunelab.pruning.selection.select_structured` (same arguments); example_input: one input batch
     (N, C, H, W) used for tracing and for the equivalence check. new_arch = architecture(pruned, arch):
     build_model(new_arch) + load_state_dict(pruned.state_dict(), strict=True) rebuilds it.
     info: ratio_requested, ratio_achieved (removed / prunable units), n_prunable, n_removed,
@@ -182,20 +134,3 @@ def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, e
     return pruned, new_arch, info
 
 
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Inference copy with each BatchNorm2d folded into the Conv2d whose output it normalises (eval mode).
-
-    The BN becomes nn.Identity and the conv gets the scaled weight and a bias. Used for fair latency
-    measurements of dense and pruned models alike.
-    """
-    out = copy.deepcopy(model).eval()
-    modules = dict(out.named_modules())
-    for conv_name, bn_name in following_bn(out).items():
-        conv, bn = modules[conv_name], modules[bn_name]
-        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
-            continue
-        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-        out.set_submodule(conv_name, fused)
-        out.set_submodule(bn_name, nn.Identity())
-    return out

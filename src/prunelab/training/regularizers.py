@@ -92,7 +92,7 @@ class ContributionRegularizer:
 
 @contextlib.contextmanager
 def regularizer_loss(model: nn.Module, regularizer_cfg: dict | None):
-    """`extra_loss` for prunelab.train.train_model: β·R of `regularizer_cfg` {kind, beta} (the pat regime), or
+    """`extra_loss` for prunelab.training.train_model: β·R of `regularizer_cfg` {kind, beta} (the pat regime), or
     None without a regulariser or with β = 0 (standard training bit for bit); the hooks go on exit."""
     if not regularizer_cfg or float(regularizer_cfg["beta"]) <= 0:
         yield None

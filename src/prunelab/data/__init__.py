@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunelab import datasets_io as io
+from prunelab.data import formats as io
 from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder")
@@ -289,3 +289,19 @@ def augment_batch(x: torch.Tensor, crop_padding: int, hflip: bool, generator: to
         return x
     offsets, flip = draw_augment_params(len(x), crop_padding, hflip, generator)
     return crop_flip(x, offsets, flip, crop_padding)
+
+
+
+def split_tensors(data: dict, split: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised float images (N×C×H×W) and labels of one split, on `device`."""
+    d = data[split]
+    x = normalize(d["x"].to(device), data["mean"].to(device), data["std"].to(device))
+    return x, d["y"].to(device)
+
+
+def calibration_subset(data: dict, samples: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `samples` images of a seeded permutation of the TRAIN split (normalised), and their labels."""
+    x, y = split_tensors(data, "train", "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[: min(samples, len(x))]
+    return x[idx].to(device), y[idx].to(device)

@@ -1,4 +1,4 @@
-"""Model checks of a config (part of `prunelab.config_checks`, run at DAG time).
+"""Model checks of a config (part of `prunelab.checks`, run at DAG time).
 
 Names and options against the registry (`prunelab.models.MODELS`, builder signatures) and torchvision's list;
 then each model is built on the meta device with initialisation skipped (milliseconds, no memory) for its
@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import math
 
-from prunelab.config_data_checks import ConfigError, few
+from prunelab.checks.data import ConfigError, few
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
 
@@ -111,7 +111,7 @@ def _check_forward(model, where: str, in_shape, dataset: str) -> None:
 
 
 def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
-    """Every requested ratio can be reached on arch `key` (prunelab.prune caps it silently otherwise):
+    """Every requested ratio can be reached on arch `key` (prunelab.pruning.selection caps it silently otherwise):
     unstructured, each layer keeps max(1, ceil(min_keep_fraction x weights)); structured, each layer keeps
     min_keep_units, rounded up to prune.round_to (exact for models without residual adds, where every
     Conv/Linear but the classifier is its own group; elsewhere only 'nothing left to prune' is checked)."""
@@ -158,7 +158,7 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
 
 
 def _capped(r: float, sizes: list[int], keeps: list[int], scope: str) -> float | None:
-    """The achieved ratio when prunelab.prune's per-layer minimum (`keeps`) caps ratio `r` so much that its
+    """The achieved ratio when prunelab.pruning.selection's per-layer minimum (`keeps`) caps ratio `r` so much that its
     two-decimal label is wrong, else None. global: min(round(r·N), N - Σkeep); layerwise: per layer."""
     def rnd(x):
         return math.floor(x + 0.5)
@@ -174,7 +174,7 @@ def _capped(r: float, sizes: list[int], keeps: list[int], scope: str) -> float |
 
 
 def _rounded_removal(widths: list[int], r: float, mku: int, rt: int, scope: str) -> int | None:
-    """Units removed after rounding kept counts up to multiples of `rt` (prunelab.prune's rule): exact for
+    """Units removed after rounding kept counts up to multiples of `rt` (prunelab.pruning.selection's rule): exact for
     layerwise scope; for global scope 0 when the target is below the smallest removal that survives rounding
     in any layer (whatever the scores), else None (depends on the scores)."""
     def up(k, u):
@@ -190,8 +190,8 @@ def _rounded_removal(widths: list[int], r: float, mku: int, rt: int, scope: str)
 def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
     """Gradual FRS on arch `key` has channels to prune, and channels_per_step x steps reaches every ratio
     (exact for models without residual adds: every Conv/Linear but the classifier, gradual.ignore_layers and
-    VGG's first two convs is its own group, as prunelab.gradual selects them)."""
-    from prunelab.gradual import auto_ignore
+    VGG's first two convs is its own group, as prunelab.pruning.gradual selects them)."""
+    from prunelab.pruning.gradual import auto_ignore
     from prunelab.models import Add, ShortcutA
 
     g = cfg["gradual"]

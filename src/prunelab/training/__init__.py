@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from prunelab.data import augment_batch, normalize
-
-log = logging.getLogger("prunelab.train")
-from prunelab.metrics import evaluate
-from prunelab.models import place
+from prunelab.measure import evaluate
+from prunelab.models import architecture_for, build_model, place
 from prunelab.settings import TrainSettings
+from prunelab.training.regularizers import regularizer_loss
+
+log = logging.getLogger("prunelab.training")
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -204,3 +205,16 @@ def log_epoch(record: dict, epochs: int, elapsed_s: float) -> None:
     log.info("epoch %d/%d: %.2f s/epoch, %s left; loss %.4f, train top-1 %.2f %%, val top-1 %.2f %%, lr %.4g",
              k, epochs, per_epoch, format_seconds(per_epoch * (epochs - k)), record["loss_train"],
              record["top1_train"], record["top1_val"], record["lr"])
+
+
+
+def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: torch.device,
+                   regularizer_cfg: dict | None = None, on_epoch=None):
+    """Train a dense model from scratch → (model, arch, result). regularizer_cfg (regime 'pat'):
+    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit)."""
+    arch = architecture_for(spec, data)
+    seed_everything(seed)
+    model = place(build_model(arch), device)
+    with regularizer_loss(model, regularizer_cfg) as extra_loss:
+        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
+    return model, arch, result
