@@ -322,7 +322,7 @@ def test_unstructured_reachability_matches_the_pruner(keep):
     scores = {n: {"unstructured": torch.rand(m.weight.shape, generator=gen), "structured": None}
               for n, m in prunable_layers(model)}
     for r in (0.3, 0.4, 0.45, 0.69, 0.7, 0.75, 0.99):
-        masks = select_unstructured(model, scores, r, "global", keep)
+        masks = select_unstructured(model, scores, r, {"scope": "global", "min_keep_fraction": keep})
         achieved = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         cfg = changed(("archs", {"mlp": BASE["archs"]["mlp"]}), ("granularities", {"unstructured": [r]}),
                       ("prune.min_keep_fraction", keep))
@@ -360,7 +360,7 @@ def test_structured_reachability_matches_the_pruner(arch, min_keep, round_to, sc
     scores = {n: {"unstructured": None, "structured": torch.rand(m.weight.shape[0], generator=gen)}
               for n, m in prunable_layers(model)}
     for r in (0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9):
-        _, _, stats = select_structured_groups(model, scores, r, scope, min_keep, round_to=round_to,
+        _, _, stats = select_structured_groups(model, scores, r, {"scope": scope, "min_keep_units": min_keep, "round_to": round_to},
                                                example_input=torch.zeros(2, 1, 8, 8))
         cfg = filled(changed(("archs", {arch: spec}), ("granularities", {"structured": [r]}),
                              ("prune", {"min_keep_units": min_keep, "round_to": round_to, "scope": scope})))

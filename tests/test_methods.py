@@ -87,7 +87,7 @@ def test_screening_scores_match_hand_formula_with_sklearn_f():
 
 def selected_weights(model, scores, ratio, scope):
     from prunelab.pruning.selection import select_unstructured
-    return select_unstructured(model, scores, ratio, scope=scope)
+    return select_unstructured(model, scores, ratio, prune={"scope": scope})
 
 
 @pytest.mark.parametrize("scope", ["global", "layerwise"])
@@ -103,8 +103,8 @@ def test_screening_lambda0_selects_exactly_what_magnitude_selects(scope, ratio):
     mag = score_model(model, stats, "magnitude")
     for n, keep in selected_weights(model, s0, ratio, scope).items():
         assert torch.equal(keep, selected_weights(model, mag, ratio, scope)[n]), n
-    drop0 = select_structured(model, s0, 0.4, scope=scope, example_input=x[:2])
-    drop_mag = select_structured(model, mag, 0.4, scope=scope, example_input=x[:2])
+    drop0 = select_structured(model, s0, 0.4, example_input=x[:2], prune={"scope": scope})
+    drop_mag = select_structured(model, mag, 0.4, example_input=x[:2], prune={"scope": scope})
     assert {k: v.tolist() for k, v in drop0.items()} == {k: v.tolist() for k, v in drop_mag.items()}
 
 

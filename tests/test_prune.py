@@ -11,6 +11,7 @@ from prunelab.models.graph import structured_groups
 from prunelab.pruning.masks import apply_masks, MaskKeeper, prune_unstructured
 from prunelab.pruning.schedules import iterative_ratios
 from prunelab.pruning.selection import select_structured, select_unstructured, validate_scores
+from prunelab.settings import PruneSettings
 
 
 def arch(name, in_shape, **options):
@@ -36,7 +37,7 @@ def random_scores(model, seed=0):
 def test_global_unstructured_removes_the_lowest_scores(ratio):
     model = mlp()
     scores = random_scores(model)
-    masks = select_unstructured(model, scores, ratio, min_keep=0.0)
+    masks = select_unstructured(model, scores, ratio, prune={"min_keep_fraction": 0.0})
     allscores = torch.cat([e["unstructured"].flatten() for e in scores["layers"].values()])
     n = allscores.numel()
     k = math.floor(ratio * n + 0.5)
@@ -50,7 +51,7 @@ def test_global_unstructured_removes_the_lowest_scores(ratio):
 def test_layerwise_unstructured_prunes_each_layer_to_the_ratio():
     model = mlp()
     scores = random_scores(model)
-    masks = select_unstructured(model, scores, 0.3, scope="layerwise", min_keep=0.0)
+    masks = select_unstructured(model, scores, 0.3, prune={"scope": "layerwise", "min_keep_fraction": 0.0})
     for name, e in scores["layers"].items():
         s = e["unstructured"].flatten()
         k = math.floor(0.3 * s.numel() + 0.5)
@@ -61,7 +62,7 @@ def test_min_keep_protects_a_layer_whose_scores_are_all_lowest():
     model = mlp()
     scores = random_scores(model)
     scores["layers"]["fc1"]["unstructured"] *= 1e-6  # global ranking would wipe fc1 first
-    masks = select_unstructured(model, scores, 0.99, min_keep=0.01)
+    masks = select_unstructured(model, scores, 0.99, prune={"min_keep_fraction": 0.01})
     for name, m in masks.items():
         need = max(1, math.ceil(0.01 * m.numel()))
         assert int(m.sum()) >= need, name
@@ -74,13 +75,13 @@ def test_min_keep_protects_a_layer_whose_scores_are_all_lowest():
     model2 = mlp()
     sc2 = random_scores(model2)
     sc2["layers"]["fc3"]["unstructured"] *= 1e-9
-    assert int(select_unstructured(model2, sc2, 0.9, min_keep=0.0)["fc3"].sum()) == 1
+    assert int(select_unstructured(model2, sc2, 0.9, prune={"min_keep_fraction": 0.0})["fc3"].sum()) == 1
 
 
 def test_ignore_and_prune_unstructured_info():
     model = mlp()
     before = model.fc1.weight.detach().clone()
-    model, masks, info = prune_unstructured(model, random_scores(model), 0.5, ignore=["fc1"])
+    model, masks, info = prune_unstructured(model, random_scores(model), 0.5, prune={"ignore_layers": ["fc1"]})
     assert "fc1" not in masks and torch.equal(model.fc1.weight, before)
     n = model.fc2.weight.numel() + model.fc3.weight.numel()
     zeros = int((model.fc2.weight == 0).sum() + (model.fc3.weight == 0).sum())
@@ -146,8 +147,9 @@ def test_iterative_ratios_keep_a_geometric_fraction():
     steps = [b / a for a, b in zip(kept, kept[1:])]
     assert steps == pytest.approx([0.1 ** (1 / 3)] * 3)
     assert iterative_ratios(0.5, 1) == [0.5]
-    with pytest.raises(ValueError, match="steps"):
-        iterative_ratios(0.5, 0)
+    # the step count is the schema's to check (prune.iterative_steps), once, named
+    with pytest.raises(ValueError, match=r"prune\.iterative_steps: 0 is less than the minimum of 1"):
+        PruneSettings.of({"iterative_steps": 0})
 
 
 # ----------------------------------------------------------------------------------------------- errors
@@ -177,7 +179,7 @@ def test_scores_for_another_architecture_fail_clearly():
     with pytest.raises(ValueError, match=r"scores\['fc2'\]\['structured'\] is None"):
         select_structured(model, none, 0.5)
     with pytest.raises(ValueError, match="not prunable layers"):
-        select_unstructured(model, random_scores(model), 0.5, ignore=["conv9"])
+        select_unstructured(model, random_scores(model), 0.5, prune={"ignore_layers": ["conv9"]})
 
 
 # --------------------------------------------------------------------------------------------- structured
@@ -204,20 +206,20 @@ def test_global_structured_ranks_l2_normalised_scores_and_spares_the_classifier(
 def test_layerwise_structured_min_keep_and_ignore():
     model = mlp()
     scores = random_scores(model)
-    remove = select_structured(model, scores, 0.5, scope="layerwise")
+    remove = select_structured(model, scores, 0.5, prune={"scope": "layerwise"})
     for n, units in (("fc1", 128), ("fc2", 64)):
         s = scores["layers"][n]["structured"]
         assert torch.equal(remove[n], torch.sort(torch.argsort(s)[: units // 2]).values)
-    remove = select_structured(model, scores, 0.99, min_keep=5)
+    remove = select_structured(model, scores, 0.99, prune={"min_keep_units": 5})
     assert 128 - len(remove["fc1"]) >= 5 and 64 - len(remove["fc2"]) >= 5
     assert min(128 - len(remove["fc1"]), 64 - len(remove["fc2"])) == 5
-    remove = select_structured(model, scores, 0.5, ignore=["fc1"])
+    remove = select_structured(model, scores, 0.5, prune={"ignore_layers": ["fc1"]})
     assert set(remove) == {"fc2"}
 
 
 def test_first_conv_ignored_in_a_cnn():
     model = build_model(arch("cnn", (3, 8, 8)))
-    remove = select_structured(model, random_scores(model), 0.5, ignore=["conv1"])
+    remove = select_structured(model, random_scores(model), 0.5, prune={"ignore_layers": ["conv1"]})
     assert set(remove) == {"conv2", "conv3"}
 
 
@@ -245,7 +247,7 @@ def test_resnet_b_coupled_groups_share_indices_and_mean_score():
     stream2 = ("layer2.0.conv2", "layer2.0.shortcut.conv", "layer2.1.conv2", "layer2.2.conv2")
     assert stream1 in groups and stream2 in groups and len(groups) == 3
     scores = random_scores(model)
-    remove = select_structured(model, scores, 0.25, scope="layerwise", residual="all", example_input=x)
+    remove = select_structured(model, scores, 0.25, residual="all", example_input=x, prune={"scope": "layerwise"})
     mean = torch.stack([l2(scores["layers"][n]["structured"]) for n in stream2]).mean(0)
     want = torch.sort(torch.argsort(mean)[:8]).values  # 25 % of 32 channels
     for n in stream2:

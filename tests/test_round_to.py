@@ -55,7 +55,7 @@ def test_layerwise_keeps_the_top_scored_multiple_of_round_to():
     model = model_of(arch("mlp", (1, 8, 8), hidden=[30, 13, 6, 3]))
     scores = random_scores(model)
     ratio = 0.5
-    remove = select_structured(model, scores, ratio, scope="layerwise", round_to=4)
+    remove = select_structured(model, scores, ratio, prune={"scope": "layerwise", "round_to": 4})
     assert set(remove) == {"fc1", "fc2", "fc3", "fc4"}  # the classifier fc5 is never pruned
     for n, units in (("fc1", 30), ("fc2", 13), ("fc3", 6), ("fc4", 3)):
         kept_unrounded = units - math.floor(ratio * units + 0.5)
@@ -72,8 +72,8 @@ def test_global_rounding_only_restores_the_best_removed_units(ratio):
     model = model_of(arch("mlp", (1, 8, 8), hidden=[40, 27, 12]))
     scores = random_scores(model, seed=1)
     plain = select_structured(model, scores, ratio)
-    assert all(torch.equal(plain[n], v) for n, v in select_structured(model, scores, ratio, round_to=1).items())
-    rounded = select_structured(model, scores, ratio, round_to=8)
+    assert all(torch.equal(plain[n], v) for n, v in select_structured(model, scores, ratio, prune={"round_to": 1}).items())
+    rounded = select_structured(model, scores, ratio, prune={"round_to": 8})
     for n, m in prunable_layers(model):
         if n not in plain:
             continue
@@ -90,7 +90,7 @@ def test_global_rounding_only_restores_the_best_removed_units(ratio):
 @pytest.mark.parametrize("scope", ["global", "layerwise"])
 def test_groups_smaller_than_round_to_keep_every_unit(scope):
     model = model_of(arch("mlp", (1, 8, 8), hidden=[12, 5]))
-    remove = select_structured(model, random_scores(model), 0.7, scope=scope, round_to=16)
+    remove = select_structured(model, random_scores(model), 0.7, prune={"scope": scope, "round_to": 16})
     assert {n: len(v) for n, v in remove.items()} == {"fc1": 0, "fc2": 0}
 
 
@@ -99,7 +99,7 @@ def test_coupled_groups_round_on_their_mean_score():
     x = torch.randn(1, 3, 16, 16)
     scores = random_scores(model, seed=2)
     stream = ("layer2.0.conv2", "layer2.0.shortcut.conv", "layer2.1.conv2", "layer2.2.conv2")  # 32 channels
-    remove = select_structured(model, scores, 0.3, scope="layerwise", residual="all", example_input=x, round_to=8)
+    remove = select_structured(model, scores, 0.3, residual="all", example_input=x, prune={"scope": "layerwise", "round_to": 8})
     s = scores["layers"]
     mean = torch.stack([s[n]["structured"] / s[n]["structured"].norm() for n in stream]).mean(0)
     want = top_kept(mean, ceil_to(32 - math.floor(0.3 * 32 + 0.5), 8, 32))  # 22 kept -> 24
@@ -118,7 +118,7 @@ def test_prune_structured_resnet20_widths_are_multiples_of_8():
     x = torch.randn(4, 3, 32, 32)
     scores = random_scores(model, seed=3)
     # 0.6 layerwise would keep 6 / 13 / 26 of the inner convs' 16 / 32 / 64 channels; rounded: 8 / 16 / 32
-    pruned, new_arch, info = prune_structured(model, a, scores, 0.6, x, scope="layerwise", round_to=8)
+    pruned, new_arch, info = prune_structured(model, a, scores, 0.6, x, prune={"scope": "layerwise", "round_to": 8})
     dense = dict(prunable_layers(model))
     inner = [n for n in dense if n.startswith("layer") and n.endswith(".conv1")]
     widths = {n: m.weight.shape[0] for n, m in prunable_layers(pruned)}
@@ -138,10 +138,10 @@ def test_bad_round_to_is_refused_up_front(bad, data):
     a = arch("cnn", (1, 8, 8), widths=[8, 8])
     model = model_of(a)
     scores = random_scores(model)
-    with pytest.raises(ValueError, match="round_to must be an int >= 1"):
-        select_structured(model, scores, 0.5, round_to=bad)
+    with pytest.raises(ValueError, match=r"prune\.round_to: "):  # the schema's check, named
+        select_structured(model, scores, 0.5, prune={"round_to": bad})
     with pytest.raises(ValueError, match="round_to"):
-        prune_structured(model, a, scores, 0.5, torch.randn(2, 1, 8, 8), round_to=bad)
+        prune_structured(model, a, scores, 0.5, torch.randn(2, 1, 8, 8), prune={"round_to": bad})
     rescored = []
     with pytest.raises(ValueError, match="round_to"):
         prune_model(model, a, scores, "structured", 0.5, data, {"round_to": bad, "schedule": "iterative"}, CPU, 0,

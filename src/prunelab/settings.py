@@ -6,9 +6,12 @@ section as a frozen dataclass, built here from a dict by `<Settings>.of(values)`
 schema's defaults, so a notebook calling the library with `{"epochs": 2}` gets the same recipe as the workflow.
 No default is written a second time in Python.
 
-    TrainSettings.of(cfg["train"])                  # baseline recipe
+    TrainSettings.of({"epochs": 2})                 # baseline recipe, checked against the schema
     TrainSettings.of(cfg["finetune"], "finetune")   # fine-tuning recipe (its own epochs and lr defaults)
-    PruneSettings.of(cfg["prune"]); LatencySettings.of(cfg["latency"])
+    PruneSettings.of({"round_to": 8}); LatencySettings.of(cfg["latency"]); StatsSettings; GradualSettings
+
+A dict is checked against the schema (ValueError naming `section.key`), so a notebook gets the workflow's
+errors too; a job builds its settings with `from_config` from the config Snakemake has validated already.
 """
 
 from __future__ import annotations
@@ -39,14 +42,41 @@ def section_defaults(section: str) -> dict:
     return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
 
 
+@functools.cache
+def _property_validator(section: str, key: str):
+    """A JSON-schema validator of one property of a config section (jsonschema is imported here, ~0.1 s, only
+    where a dict from outside the workflow is checked: a notebook or a test, never a workflow job)."""
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema()["properties"][section]["properties"][key])
+
+
+def check_values(section: str, values: dict) -> None:
+    """ValueError naming `section.key` and the schema's complaint for the first value the schema refuses."""
+    for key, value in values.items():
+        value = list(value) if isinstance(value, tuple) else value
+        error = next(iter(_property_validator(section, key).iter_errors(value)), None)
+        if error is not None:
+            where = ".".join([section, key, *map(str, error.path)])
+            raise ValueError(f"{where}: {error.message}")
+
+
 class _Settings:
-    """Base of the settings dataclasses: `of(values, section)` completes `values` from the schema."""
+    """Base of the settings dataclasses: `of(values, section)` completes `values` from the schema and checks them
+    against it; `from_config` takes a section the workflow has already validated and completed."""
 
     SECTION = ""
+    BORROWED: dict[str, str] = {}  # setting -> the section that owns it, where that is not SECTION
+
+    @classmethod
+    def _owner(cls, key: str, section: str) -> str:
+        return cls.BORROWED.get(key, section)
 
     @classmethod
     def of(cls, values=None, section: str | None = None):
-        """Settings from a dict (missing keys: the schema's defaults of `section`) or an instance (returned)."""
+        """Settings from a dict (checked against the schema; missing keys: its defaults) or an instance
+        (returned as is)."""
         if isinstance(values, cls):
             return values
         section = section or cls.SECTION
@@ -55,8 +85,21 @@ class _Settings:
         unknown = sorted(set(given) - names)
         if unknown:
             raise KeyError(f"{section}: unknown setting(s) {unknown}; known: {sorted(names)}")
-        merged = {**section_defaults(section), **given}
-        return cls(**{k: merged[k] for k in names})
+        for key, value in given.items():
+            check_values(cls._owner(key, section), {key: value})
+        return cls.from_config(given, section)
+
+    @classmethod
+    def from_config(cls, values, section: str | None = None):
+        """Settings from a config section the workflow validated (not checked again; missing keys: defaults)."""
+        if isinstance(values, cls):
+            return values
+        section = section or cls.SECTION
+        names = [f.name for f in dataclasses.fields(cls)]
+        defaults = {k: section_defaults(cls._owner(k, section))[k] for k in names
+                    if k in section_defaults(cls._owner(k, section))}
+        merged = {**defaults, **{k: v for k, v in dict(values or {}).items() if k in names}}
+        return cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()})
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -112,6 +155,29 @@ class LatencySettings(_Settings):
     warmup: int      # untimed calls before timing
     repeats: int     # timed calls per form, the median reported (interleaved with the dense model: rounds)
     compile: bool    # time the TorchInductor-compiled form (frozen weights) instead of eager
+
+
+@dataclass(frozen=True)
+class StatsSettings(_Settings):
+    """Section `stats`: the calibration pass (images from the train split, batch size of the pass)."""
+
+    SECTION = "stats"
+    samples: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class GradualSettings(_Settings):
+    """Section `gradual` as a job uses it (channel budget and timing of gradual FRS), with the structured
+    `prune.min_keep_units`."""
+
+    SECTION = "gradual"
+    BORROWED = {"min_keep_units": "prune"}
+    interval: int                   # epochs between pruning steps
+    stop_epoch: int | None          # last pruning step after this many epochs (None: epochs // 2)
+    channels_per_step: int | None   # channels masked per step (None: the ratio spread evenly)
+    ignore_layers: list             # layers never pruned (besides the automatic ones)
+    min_keep_units: int             # channels each layer always keeps
 
 
 def method_defaults(name: str) -> dict | None:

@@ -20,6 +20,7 @@ import torch
 
 from prunelab.io import save_json
 from prunelab.records import config_hash, empty_record, git_commit, source_hash
+from prunelab.settings import GradualSettings, LatencySettings, PruneSettings, StatsSettings, TrainSettings
 from prunelab.tracking import LiveRun, job_id, write_run_file
 
 log = logging.getLogger("prunelab")
@@ -90,9 +91,20 @@ def resolved_params(smk) -> dict:
     return params
 
 
+# Rule params that are config sections a library function takes: typed settings for the job functions.
+TYPED_PARAMS = {"prune": (PruneSettings, "prune"), "train": (TrainSettings, "train"),
+                "finetune": (TrainSettings, "finetune"), "latency": (LatencySettings, "latency"),
+                "stats": (StatsSettings, "stats"), "gradual": (GradualSettings, "gradual")}
+
+
 def script_params(smk) -> SimpleNamespace:
-    """`resolved_params` as attributes, for scripts (`p.device`, `p.latency`, `p.train`, ...)."""
-    return SimpleNamespace(**resolved_params(smk))
+    """`resolved_params` as attributes (`p.device`, `p.method_config`, ...); the config sections in TYPED_PARAMS
+    as typed settings, built from the config Snakemake validated and completed (not checked a second time)."""
+    params = resolved_params(smk)
+    for key, (cls, section) in TYPED_PARAMS.items():
+        if isinstance(params.get(key), dict):
+            params[key] = cls.from_config(params[key], section)
+    return SimpleNamespace(**params)
 
 
 def start_script(smk) -> None:

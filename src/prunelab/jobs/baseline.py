@@ -32,5 +32,5 @@ def train_baseline_job(smk) -> None:
                                          on_epoch=job.on_epoch)
     save_model(smk.output.model, model, arch, history=result.history)
     fields = model_fields(model, data, dense_summary(model, data["in_shape"]), device, p.latency)
-    job.finish(job.record(stage="baseline", epochs=p.train["epochs"], best_epoch=result.best_epoch,
+    job.finish(job.record(stage="baseline", epochs=p.train.epochs, best_epoch=result.best_epoch,
                           wall_s=result.wall_s, **fields), smk.output.metrics)

@@ -15,7 +15,7 @@ from prunelab.data import calibration_subset
 from prunelab.measure.evaluation import dense_reference, model_fields, test_fields
 from prunelab.models import architecture_for
 from prunelab.pruning.space import build_subnetwork, sample_counts, sample_rng, SpaceModel
-from prunelab.jobs.pruning import finetune_model
+from prunelab.pruning.schedules import finetune_model
 from prunelab.training import pick_device
 
 
@@ -34,9 +34,9 @@ def train_gradual_job(smk) -> None:
     dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
     fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
     job.finish(job.record(stage="gradual", regime="standard", method="frs", granularity="structured",
-                          epochs=p.train["epochs"], wall_s=result.wall_s, best_epoch=result.best_epoch,
+                          epochs=p.train.epochs, wall_s=result.wall_s, best_epoch=result.best_epoch,
                           schedule="gradual", method_config=p.frs,
-                          gradual={k: p.gradual.get(k) for k in ("interval", "stop_epoch", "channels_per_step")},
+                          gradual={k: getattr(p.gradual, k) for k in ("interval", "stop_epoch", "channels_per_step")},
                           file_size_bytes=Path(smk.output.model).stat().st_size, **info, **fields),
                smk.output.metrics)
 
@@ -50,7 +50,7 @@ def train_scratch_job(smk) -> None:
     device = pick_device(p.device)
     data = load_prepared(smk.input.data)
     pruned = load_torch(smk.input.pruned, what="pruned model checkpoint")  # only its architecture is used
-    arch, epochs = pruned["arch"], p.train["epochs"] + p.finetune_epochs
+    arch, epochs = pruned["arch"], p.train.epochs + p.finetune_epochs
     model, result = train_scratch(arch, data, p.train, epochs, int(wc.seed), device, p.regularizer,
                                   on_epoch=job.on_epoch)
     save_model(smk.output.model, model, arch, history=result.history)

@@ -43,13 +43,12 @@ from prunelab.models import architecture_for
 from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
-from prunelab.pruning.selection import normalized
-from prunelab.settings import TrainSettings, method_defaults, section_defaults
+from prunelab.pruning.selection import group_score, lowest_units, protect_best, validate_ratio
+from prunelab.settings import GradualSettings, StatsSettings, TrainSettings, method_defaults
 from prunelab.training import TrainResult, seed_everything, train_model
 from prunelab.training.regularizers import regularizer_loss
 
 log = logging.getLogger("prunelab.pruning.gradual")
-GRADUAL_KEYS = {"interval", "stop_epoch", "channels_per_step", "ignore_layers", "min_keep_units"}
 
 
 
@@ -128,35 +127,20 @@ def _rows(keep: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- selection
 def select_channels(scores: dict, groups: list[dict], keep: dict[str, torch.Tensor], count: int,
-                    min_keep: int = 1) -> dict[str, torch.Tensor]:
-    """The `count` lowest-scoring alive channels over all groups → {layer: indices} (every group member).
-
-    scores: {layer: {"structured": U scores}} (higher = kept longer), each layer L2-normalised; a coupled
-    group's score is the mean of its members'. Pruned channels and each group's `min_keep` best alive
-    channels are never chosen. Coupled channels count once per member (count is met as nearly as widths
-    allow); ties go to the earlier group and lower index.
+                    min_keep: int) -> dict[str, torch.Tensor]:
+    """The `count` lowest-scoring alive channels over all groups → {layer: indices} (every group member), by
+    the global ranking of one-shot structured pruning (`lowest_units`; each layer L2-normalised, a coupled
+    group scored by the mean of its members). Pruned channels and each group's `min_keep` best alive channels
+    are never chosen.
     """
-    parts, widths = [], []
+    parts = []
     for g in groups:
-        s = torch.stack([normalized(scores[n]["structured"].detach().cpu().double(), "l2")
-                         for n in g["members"]]).mean(0)
         alive = keep[g["members"][0]].cpu()
+        s = group_score(scores, g["members"], "l2")
         s[~alive] = math.inf
-        protect = min(min_keep, int(alive.sum()))
-        s[torch.argsort(s.masked_fill(~alive, -math.inf), descending=True, stable=True)[:protect]] = math.inf
-        parts.append(s)
-        widths.append(torch.full((len(s),), len(g["members"])))
-    allscores, width = torch.cat(parts), torch.cat(widths)
-    order = torch.argsort(allscores, stable=True)
-    cum = torch.cumsum(width[order], 0)
-    k = min(int((2 * cum - width[order] <= 2 * count).sum()), int(torch.isfinite(allscores).sum()))
-    chosen = torch.zeros(len(allscores), dtype=torch.bool)
-    chosen[order[:k]] = True
-    out = {}
-    for g, mask in zip(groups, torch.split(chosen, [len(p) for p in parts])):
-        for n in g["members"]:
-            out[n] = torch.nonzero(mask).flatten()
-    return out
+        parts.append(protect_best(s, min(min_keep, int(alive.sum())), alive))
+    chosen = lowest_units(parts, [len(g["members"]) for g in groups], count)
+    return {n: torch.nonzero(mask).flatten() for g, mask in zip(groups, chosen) for n in g["members"]}
 
 
 class GradualFRS:
@@ -168,21 +152,17 @@ class GradualFRS:
     `train_gradual` selects among the later epochs); `finish` refuses a model whose masks do not hold.
     """
 
-    def __init__(self, model: nn.Module, arch_name: str, data: dict, ratio: float, epochs: int, cfg: dict,
-                 frs_cfg: dict | None, stats_cfg: dict, seed: int, device):
-        from prunelab.pruning.selection import validate_ratio
-
-        unknown = set(cfg) - GRADUAL_KEYS - {"enabled", "ratios", "archs"}
-        if unknown:
-            raise ValueError(f"gradual: unknown settings {sorted(unknown)}; valid: {sorted(GRADUAL_KEYS)}")
+    def __init__(self, model: nn.Module, arch_name: str, data: dict, ratio: float, epochs: int,
+                 cfg: GradualSettings | dict, frs_cfg: dict | None, stats_cfg: StatsSettings | dict, seed: int, device):
+        cfg, self.stats_cfg = GradualSettings.of(cfg), StatsSettings.of(stats_cfg)
         self.ratio = validate_ratio(ratio)
         self.frs_cfg = {**method_defaults("frs"), **(frs_cfg or {})}
-        self.stats_cfg, self.device = stats_cfg, device
+        self.device = device
         self.num_classes = int(data["num_classes"])
-        self.x, self.y = calibration_subset(data, int(stats_cfg["samples"]), seed, device)
+        self.x, self.y = calibration_subset(data, self.stats_cfg.samples, seed, device)
         self.example = self.x[:64]
         layers = dict(prunable_layers(model))
-        own = list(cfg.get("ignore_layers") or [])
+        own = list(cfg.ignore_layers)
         bad = [n for n in own if n not in layers]
         if bad:
             raise ValueError(f"gradual.ignore_layers names {bad}, which are not prunable layers; valid: {list(layers)}")
@@ -192,13 +172,12 @@ class GradualFRS:
         if not self.groups:
             raise ValueError("gradual: no prunable channels (every layer is the classifier, ignored or a residual "
                              "stream)")
-        cfg = {**section_defaults("gradual"), "min_keep_units": section_defaults("prune")["min_keep_units"], **cfg}
-        self.min_keep = int(cfg["min_keep_units"])
+        self.min_keep = cfg.min_keep_units
         self.n_total = sum(g["units"] * len(g["members"]) for g in self.groups)
         cap = sum((g["units"] - min(self.min_keep, g["units"])) * len(g["members"]) for g in self.groups)
         self.target = min(int(math.floor(self.ratio * self.n_total + 0.5)), cap)
-        self.epochs_at = pruning_epochs(int(cfg["interval"]), cfg["stop_epoch"], int(epochs))
-        self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg["channels_per_step"])
+        self.epochs_at = pruning_epochs(cfg.interval, cfg.stop_epoch, int(epochs))
+        self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg.channels_per_step)
         members = [n for g in self.groups for n in g["members"]]
         self.keeper = ChannelKeeper(model, members, following_bn(model, self.example))
         self.steps: list[dict] = []
@@ -214,7 +193,7 @@ class GradualFRS:
         from prunelab.stats import collect_statistics
 
         stats = collect_statistics(model, self.x, self.y, {"relevance"}, self.num_classes,
-                                   int(self.stats_cfg["batch_size"]), self.device,
+                                   self.stats_cfg.batch_size, self.device,
                                    lrp_alpha=self.frs_cfg["alpha"], lrp_beta=self.frs_cfg["beta"])
         return score_model(model, stats, "frs", self.frs_cfg)["layers"]
 
@@ -251,19 +230,20 @@ class GradualFRS:
         return pruned, architecture(pruned, arch), info
 
 
-def train_gradual(data: dict, spec: dict, train_cfg: dict, gradual_cfg: dict, ratio: float, seed: int, device,
-                  frs_cfg: dict | None = None, stats_cfg: dict | None = None, on_epoch=None):
+def train_gradual(data: dict, spec: dict, train_cfg: TrainSettings | dict, gradual_cfg: GradualSettings | dict,
+                  ratio: float, seed: int, device, frs_cfg: dict | None = None,
+                  stats_cfg: StatsSettings | dict | None = None, on_epoch=None):
     """Gradual FRS from random init → (pruned model, new arch, info, TrainResult).
 
     spec: config arch entry {name, options}; train_cfg: the normal schedule (its epochs include the
     fine-tuning). The TrainResult's wall_s is the whole run (training + scoring steps); best epoch and
     top1_val are chosen among the epochs after the last pruning step (select='best_val'), else the last.
     """
-    stats_cfg = stats_cfg or {"samples": 512, "batch_size": 128}
+    train_cfg = TrainSettings.of(train_cfg)
     arch = architecture_for(spec, data)
     seed_everything(seed)
     model = place(build_model(arch), device)
-    epochs = int(train_cfg["epochs"])
+    epochs = train_cfg.epochs
     pruner = GradualFRS(model, arch["name"], data, ratio, epochs, gradual_cfg, frs_cfg, stats_cfg, seed, device)
     last = pruner.epochs_at[-1]
     best = {"top1_val": -1.0, "epoch": epochs, "state": None}
@@ -275,7 +255,6 @@ def train_gradual(data: dict, spec: dict, train_cfg: dict, gradual_cfg: dict, ra
         if on_epoch is not None:
             on_epoch(rec)
 
-    train_cfg = TrainSettings.of(train_cfg)
     result = train_model(model, data, train_cfg.replace(select="last"), device, seed, after_step=pruner.after_step,
                          before_epoch=pruner.before_epoch, on_epoch=record)
     if train_cfg.select == "best_val":

@@ -7,6 +7,7 @@ from torch import nn
 
 from prunelab.models import prunable_layers
 from prunelab.pruning.selection import select_unstructured
+from prunelab.settings import PruneSettings
 
 
 @torch.no_grad()
@@ -59,22 +60,23 @@ class MaskKeeper:
         self.handles = []
 
 
-def prune_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str = "global",
-                       min_keep: float = 0.01, ignore=(), normalize: str | None = None,
-                       prior: dict | None = None):
-    """Select and apply unstructured masks IN PLACE. Returns (model, masks, info).
+def prune_unstructured(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
+                       normalize: str | None = None, prior: dict | None = None):
+    """Select (`select_unstructured`, same arguments) and apply unstructured masks IN PLACE → (model, masks, info).
 
     info: ratio_requested, sparsity_achieved (removed / prunable weights), n_prunable, n_removed,
     layer_kept {layer: kept fraction of its weights; 1.0 for ignored layers}, scope, min_keep.
     """
-    masks = select_unstructured(model, scores, ratio, scope, min_keep, ignore, normalize, prior)
+    prune = PruneSettings.of(prune)
+    masks = select_unstructured(model, scores, ratio, prune, normalize, prior)
     apply_masks(model, masks)
     n_prunable = sum(m.numel() for m in masks.values())
     n_removed = sum(int((~m).sum()) for m in masks.values())
     layer_kept = {n: (float(masks[n].float().mean()) if n in masks else 1.0) for n, _ in prunable_layers(model)}
     info = {"granularity": "unstructured", "ratio_requested": float(ratio),
             "sparsity_achieved": n_removed / n_prunable, "n_prunable": n_prunable, "n_removed": n_removed,
-            "layer_kept": layer_kept, "scope": scope, "min_keep": min_keep, "normalize": normalize}
+            "layer_kept": layer_kept, "scope": prune.scope, "min_keep": prune.min_keep_fraction,
+            "normalize": normalize}
     return model, masks, info
 
 

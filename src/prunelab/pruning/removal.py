@@ -17,6 +17,7 @@ from prunelab.models import architecture, prunable_layers
 from prunelab.measure.deploy import EquivalenceError, logits_difference
 from prunelab.models.graph import following_bn, out_pruning_fn
 from prunelab.pruning.selection import select_structured_groups
+from prunelab.settings import PruneSettings
 
 
 
@@ -100,37 +101,42 @@ def remove_units(model: nn.Module, remove: dict[str, torch.Tensor], groups: list
     return model
 
 
-def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, example_input: torch.Tensor,
-                     scope: str = "global", min_keep: int = 1, ignore=(), normalize: str | None = "l2",
-                     residual: str = "inner", tol: float = 1e-4, round_to: int = 1):
-    """Physically prune a COPY of `model` (the input is untouched). Returns (pruned, new_arch, info).
+def prune_selected(model: nn.Module, arch: dict, remove: dict[str, torch.Tensor], groups: list[dict],
+                   example_input: torch.Tensor, tol: float = 1e-4):
+    """Physically remove a selection (`select_structured_groups`: remove, groups) from a COPY of `model`
+    (the input is untouched) → (pruned, new_arch, info).
 
-    Selection as `prunelab.pruning.selection.select_structured` (same arguments); example_input: one input batch
-    (N, C, H, W) used for tracing and for the equivalence check. new_arch = architecture(pruned, arch):
-    build_model(new_arch) + load_state_dict(pruned.state_dict(), strict=True) rebuilds it.
-    info: ratio_requested, ratio_achieved (removed / prunable units), n_prunable, n_removed,
-    layer_kept {layer: kept fraction of its output units, every Conv/Linear}, removed {layer: [indices]},
-    groups [[coupled layer names]], max_logit_diff, scope, min_keep, round_to, normalize, residual.
-    round_to: kept units per group rounded up to a multiple (see select_structured); ratio_achieved may then
-    be below ratio_requested.
+    example_input: one input batch (N, C, H, W) used for tracing and for the equivalence check. new_arch =
+    architecture(pruned, arch): build_model(new_arch) + load_state_dict(pruned.state_dict(), strict=True)
+    rebuilds it. info: layer_kept {layer: kept fraction of its output units, every Conv/Linear}, removed
+    {layer: [indices]}, groups [[coupled layer names]], max_logit_diff.
     Raises EquivalenceError if the pruned logits differ from the masked dense model's (eval mode).
     """
     if not isinstance(example_input, torch.Tensor):
         raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
-    remove, groups, stats = select_structured_groups(model, scores, ratio, scope, min_keep, ignore, normalize,
-                                               residual, example_input, round_to)
     reference = masked_dense_model(model, remove, example_input)
     before = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
     pruned = remove_units(copy.deepcopy(model), remove, groups, example_input)
     diff = check_equivalence(pruned, reference, example_input, tol)
-    new_arch = architecture(pruned, arch)
     after = {n: m.weight.shape[0] for n, m in prunable_layers(pruned)}
-    info = {"granularity": "structured", "ratio_requested": float(ratio), **stats,
-            "layer_kept": {n: after[n] / before[n] for n in before},
+    info = {"layer_kept": {n: after[n] / before[n] for n in before},
             "removed": {n: [int(i) for i in idx] for n, idx in remove.items()},
-            "groups": [g["members"] for g in groups], "max_logit_diff": diff,
-            "scope": scope, "min_keep": min_keep, "round_to": round_to, "normalize": normalize,
-            "residual": residual}
-    return pruned, new_arch, info
+            "groups": [g["members"] for g in groups], "max_logit_diff": diff}
+    return pruned, architecture(pruned, arch), info
 
 
+def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, example_input: torch.Tensor,
+                     prune: PruneSettings | dict | None = None, normalize: str | None = "l2",
+                     residual: str = "inner", tol: float = 1e-4):
+    """Select (`select_structured`, same arguments) and physically remove (`prune_selected`) → (pruned,
+    new_arch, info); info as prune_selected's plus ratio_requested, ratio_achieved (removed / prunable units,
+    below the request where round_to keeps more), n_prunable, n_removed, scope, min_keep, round_to, normalize,
+    residual."""
+    if not isinstance(example_input, torch.Tensor):
+        raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
+    prune = PruneSettings.of(prune)
+    remove, groups, counts = select_structured_groups(model, scores, ratio, prune, normalize, residual, example_input)
+    pruned, new_arch, info = prune_selected(model, arch, remove, groups, example_input, tol)
+    return pruned, new_arch, {"granularity": "structured", "ratio_requested": float(ratio), **counts, **info,
+                              "scope": prune.scope, "min_keep": prune.min_keep_units, "round_to": prune.round_to,
+                              "normalize": normalize, "residual": residual}

@@ -1,4 +1,4 @@
-"""Pruning selection (unstructured weights, structured units), masks and their upkeep.
+"""Pruning selection: which weights (unstructured) or output units (structured) go.
 
 Conventions (DESIGN §5):
 - Scores: {layer: {"unstructured": Tensor(weight shape) | None, "structured": Tensor(out_units) | None}},
@@ -18,7 +18,8 @@ Conventions (DESIGN §5):
   the smallest multiple of round_to >= it (at most all its units) by restoring its highest-scored removed
   units, e.g. 8 for GPU tensor cores, 16 for AVX-512 (oneDNN computes 16 output channels per block). Rounding
   only keeps more units, so the achieved ratio (reported) can be below the requested one.
-The structured reference (`masked_dense_model`) and the physical removal live in `prunelab.pruning.removal`.
+The structured reference (`masked_dense_model`) and the physical removal live in `prunelab.pruning.removal`,
+keep-masks in `prunelab.pruning.masks`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 
 from prunelab.models import classifier_name, prunable_layers
 from prunelab.models.graph import structured_groups
+from prunelab.settings import PruneSettings
 
 NORMALIZE = ("l2", "max", None)
 
@@ -41,14 +43,6 @@ def validate_ratio(ratio, what: str = "ratio") -> float:
             or not 0.0 < ratio < 1.0:
         raise ValueError(f"{what} must be a number in the open interval (0, 1) (fraction removed), got {ratio!r}")
     return float(ratio)
-
-
-def validate_round_to(round_to) -> int:
-    """`round_to` as an int >= 1, else ValueError naming it."""
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be an int >= 1 (kept units per layer are rounded up to a multiple of "
-                         f"it; 1 = no rounding), got {round_to!r}")
-    return round_to
 
 
 def score_layers(scores: dict) -> dict:
@@ -128,11 +122,6 @@ def normalized(s: torch.Tensor, rule: str | None) -> torch.Tensor:
     return s / d if d > 0 else s
 
 
-def _check_scope(scope: str) -> None:
-    if scope not in ("global", "layerwise"):
-        raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
-
-
 def _round(x: float) -> int:
     return int(math.floor(x + 0.5))
 
@@ -143,24 +132,22 @@ def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- unstructured
-def select_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str = "global",
-                        min_keep: float = 0.01, ignore=(), normalize: str | None = None,
-                        prior: dict | None = None) -> dict[str, torch.Tensor]:
+def select_unstructured(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
+                        normalize: str | None = None, prior: dict | None = None) -> dict[str, torch.Tensor]:
     """Keep-masks (bool, weight shape, True = kept) for every prunable layer not in `ignore`.
 
+    prune: the `prune` settings (scope, min_keep_fraction, ignore_layers; a dict is completed from the schema).
     Removes round(ratio × N) of the N prunable weights with the lowest scores (global: one ranking over all
-    layers; layerwise: ratio per layer). Each layer keeps at least max(1, ceil(min_keep × its weights)),
+    layers; layerwise: ratio per layer). Each layer keeps at least max(1, ceil(min_keep_fraction × its weights)),
     its highest-scored ones; where that caps the removal the achieved sparsity is lower (see
     `prune_unstructured` info). `prior`: keep-masks of an earlier step; weights it removed stay removed
     (ranked lowest, at least as many removed as before), for iterative pruning to a cumulative ratio.
     """
+    prune = PruneSettings.of(prune)
     ratio = validate_ratio(ratio)
-    _check_scope(scope)
-    if not 0.0 <= min_keep < 1.0:
-        raise ValueError(f"min_keep (unstructured) is a fraction of each layer's weights in [0, 1), got {min_keep!r}")
     layers = validate_scores(model, scores)
     modules = dict(prunable_layers(model))
-    ignored = _check_ignore(ignore, modules)
+    ignored = _check_ignore(prune.ignore_layers, modules)
     names = [n for n in modules if n not in ignored]
     if not names:
         raise ValueError("every prunable layer is in `ignore`: nothing to prune")
@@ -173,12 +160,12 @@ def select_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str
                 raise ValueError(f"prior mask for {n!r} has {p.numel()} entries, weight has {s.numel()}")
             s[~p.bool()] = -math.inf
         n_prior[n] = int(torch.isneginf(s).sum())
-        keep = max(1, math.ceil(min_keep * s.numel()))
+        keep = max(1, math.ceil(prune.min_keep_fraction * s.numel()))
         protect[n] = keep
         s[torch.argsort(s, descending=True, stable=True)[:keep]] = math.inf  # never removed
         flat[n] = s
     removed: dict[str, torch.Tensor] = {}
-    if scope == "global":
+    if prune.scope == "global":
         allscores = torch.cat([flat[n] for n in names])
         cap = allscores.numel() - sum(protect.values())
         k = min(max(_round(ratio * allscores.numel()), sum(n_prior.values())), cap)
@@ -195,20 +182,6 @@ def select_unstructured(model: nn.Module, scores: dict, ratio: float, scope: str
     return {n: (~removed[n]).reshape(modules[n].weight.shape) for n in names}
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> torch.Tensor:
     """`drop` (bool, (units,), True = removed) with its highest-scored removed units restored until the kept
     count is the smallest multiple of round_to >= it, capped at all units (removal order is kept: the
@@ -222,72 +195,86 @@ def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> to
     return out
 
 
-def select_structured_groups(model, scores, ratio, scope="global", min_keep=1, ignore=(), normalize="l2",
-                       residual="inner", example_input=None, round_to=1):
-    """select_structured plus the groups and counts it used: (remove, groups, stats)."""
+def group_score(layers: dict, members: list[str], normalize: str | None = "l2") -> torch.Tensor:
+    """One coupled group's unit scores (float64, (units,)): the mean of its members' normalised structured
+    scores (`layers`: the per-layer part of a score file)."""
+    return torch.stack([normalized(_get(layers, n, "structured"), normalize) for n in members]).mean(0)
+
+
+def protect_best(score: torch.Tensor, keep: int, alive: torch.Tensor | None = None) -> torch.Tensor:
+    """`score` with its `keep` highest entries (among `alive` ones, bool, when given) set to +inf in place:
+    never chosen for removal."""
+    ranked = score if alive is None else score.masked_fill(~alive, -math.inf)
+    score[torch.argsort(ranked, descending=True, stable=True)[:keep]] = math.inf
+    return score
+
+
+def lowest_units(group_scores: list[torch.Tensor], widths: list[int], count: int) -> list[torch.Tensor]:
+    """The one global ranking of structured pruning (one-shot, iterative and gradual): every group's units in
+    one ascending order of score (ties: the earlier group, the lower index), taken while the number of
+    channels removed stays nearest `count` (a unit of a group of `widths[g]` coupled layers counts
+    widths[g] times; exact when nothing is coupled); +inf units are never taken. → per group a bool mask
+    (units,), True = removed."""
+    scores = torch.cat(group_scores)
+    width = torch.cat([torch.full((len(s),), w) for s, w in zip(group_scores, widths)])
+    order = torch.argsort(scores, stable=True)
+    cum = torch.cumsum(width[order], 0)
+    k = min(int((2 * cum - width[order] <= 2 * count).sum()), int(torch.isfinite(scores).sum()))
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool)
+    chosen[order[:k]] = True
+    return list(torch.split(chosen, [len(s) for s in group_scores]))
+
+
+def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
+                             normalize: str | None = "l2", residual: str = "inner",
+                             example_input: torch.Tensor | None = None) -> tuple[dict, list[dict], dict]:
+    """select_structured plus the groups and counts it used: (remove, groups, counts), counts =
+    {n_prunable, n_removed, ratio_achieved} in channels (a coupled unit once per member)."""
+    prune = PruneSettings.of(prune)
     ratio = validate_ratio(ratio)
-    round_to = validate_round_to(round_to)
-    _check_scope(scope)
-    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
-        raise ValueError(f"min_keep (structured) is a number of units per layer, an int >= 1, got {min_keep!r}")
     layers = validate_scores(model, scores)
     modules = dict(prunable_layers(model))
-    ignored = _check_ignore(ignore, modules) | {classifier_name(model)}
+    ignored = _check_ignore(prune.ignore_layers, modules) | {classifier_name(model)}
     groups = [g for g in structured_groups(model, example_input, residual)
               if not ignored & set(g["members"])]
     if not groups:
         raise ValueError("no prunable output units: every layer is the classifier, ignored or a residual stream")
-    scored = []
-    for g in groups:
-        member_scores = [normalized(_get(layers, n, "structured"), normalize) for n in g["members"]]
-        s = torch.stack(member_scores).mean(0)  # aggregated group score: mean of normalised member scores
-        keep = min(min_keep, g["units"])
-        s[torch.argsort(s, descending=True, stable=True)[:keep]] = math.inf  # min_keep best units stay
-        scored.append((g, s, keep))
+    keeps = [min(prune.min_keep_units, g["units"]) for g in groups]
+    # the min_keep_units best units of each group stay
+    group_scores = [protect_best(group_score(layers, g["members"], normalize), keep) for g, keep in zip(groups, keeps)]
     n_total = sum(g["units"] * len(g["members"]) for g in groups)
-    drop: list[torch.Tensor] = []
-    if scope == "global":
-        allscores = torch.cat([s for _, s, _ in scored])
-        width = torch.cat([torch.full((g["units"],), len(g["members"])) for g, _, _ in scored])
-        cap = sum((g["units"] - keep) * len(g["members"]) for g, _, keep in scored)
-        target = min(_round(ratio * n_total), cap)
-        order = torch.argsort(allscores, stable=True)
-        cum = torch.cumsum(width[order], 0)
-        # take units in score order while the count stays nearest the target (exact when no group is coupled)
-        k = int((2 * cum - width[order] <= 2 * target).sum())
-        k = min(k, int(torch.isfinite(allscores).sum()))
-        mask = torch.zeros(allscores.numel(), dtype=torch.bool)
-        mask[order[:k]] = True
-        drop = list(torch.split(mask, [g["units"] for g, _, _ in scored]))
+    if prune.scope == "global":
+        cap = sum((g["units"] - keep) * len(g["members"]) for g, keep in zip(groups, keeps))
+        drop = lowest_units(group_scores, [len(g["members"]) for g in groups], min(_round(ratio * n_total), cap))
     else:
-        for g, s, keep in scored:
-            k = min(_round(ratio * g["units"]), g["units"] - keep)
+        drop = []
+        for g, s, keep in zip(groups, group_scores, keeps):
             mask = torch.zeros(g["units"], dtype=torch.bool)
-            mask[_lowest(s, k)] = True
+            mask[_lowest(s, min(_round(ratio * g["units"]), g["units"] - keep))] = True
             drop.append(mask)
-    drop = [_round_up_kept(mask, s, round_to) for (_, s, _), mask in zip(scored, drop)]
+    drop = [_round_up_kept(mask, s, prune.round_to) for s, mask in zip(group_scores, drop)]
     remove = {}
-    for (g, _, _), mask in zip(scored, drop):
+    for g, mask in zip(groups, drop):
         idx = torch.nonzero(mask).flatten().long()
         for n in g["members"]:
             remove[n] = idx.clone()
-    n_removed = sum(len(remove[g["members"][0]]) * len(g["members"]) for g, _, _ in scored)
-    stats = {"n_prunable": n_total, "n_removed": n_removed, "ratio_achieved": n_removed / n_total}
-    return remove, groups, stats
+    n_removed = sum(len(remove[g["members"][0]]) * len(g["members"]) for g in groups)
+    counts = {"n_prunable": n_total, "n_removed": n_removed, "ratio_achieved": n_removed / n_total}
+    return remove, groups, counts
 
 
-def select_structured(model: nn.Module, scores: dict, ratio: float, scope: str = "global", min_keep: int = 1,
-                      ignore=(), normalize: str | None = "l2", residual: str = "inner",
-                      example_input: torch.Tensor | None = None, round_to: int = 1) -> dict[str, torch.Tensor]:
+def select_structured(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
+                      normalize: str | None = "l2", residual: str = "inner",
+                      example_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Output units to REMOVE, {layer: sorted LongTensor of indices}, for every layer of every prunable group
     (indices may be empty; the classifier, ignored layers and unpruned residual streams are absent).
 
-    Removes round(ratio × N) of the N prunable units (global: one ranking over all groups of scores put on
-    a common scale by `normalize`; layerwise: ratio per group). Never the classifier's outputs, nor
-    layers in `ignore` (or groups containing them); each group keeps at least min_keep units (its best).
-    Then each group's kept count is rounded up to a multiple of `round_to` (capped at its units) by restoring
-    its highest-scored removed units, so fewer units than requested may go. Coupled layers share indices; see
-    the module docstring for group scores and residual streams.
+    prune: the `prune` settings (scope, min_keep_units, ignore_layers, round_to; a dict is completed from the
+    schema). Removes round(ratio × N) of the N prunable units (global: one ranking over all groups of scores
+    put on a common scale by `normalize`; layerwise: ratio per group). Never the classifier's outputs, nor
+    layers in ignore_layers (or groups containing them); each group keeps at least min_keep_units units (its
+    best). Then each group's kept count is rounded up to a multiple of round_to (capped at its units) by
+    restoring its highest-scored removed units, so fewer units than requested may go. Coupled layers share
+    indices; see the module docstring for group scores and residual streams.
     """
-    return select_structured_groups(model, scores, ratio, scope, min_keep, ignore, normalize, residual,
-                              example_input, round_to)[0]
+    return select_structured_groups(model, scores, ratio, prune, normalize, residual, example_input)[0]

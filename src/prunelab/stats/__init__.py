@@ -51,6 +51,7 @@ from torch import nn
 from prunelab.data import calibration_subset
 from prunelab.io import CorruptFileError, load_torch, regenerate_hint, save_torch
 from prunelab.models import place, prunable_layers
+from prunelab.settings import StatsSettings
 from prunelab.stats.accumulate import Collector, Contribution, Scratch, unit_values  # noqa: F401 (unit_values: API)
 from prunelab.stats.extra import conv_geometry
 
@@ -201,13 +202,14 @@ def _add_relevance(sums: dict, rel: dict, layers, y: torch.Tensor, num_classes: 
 
 def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor, needs: set[str],
                        num_classes: int, batch_size: int, device: str | torch.device = "cpu", *,
-                       lrp_alpha: float = 2.0, lrp_beta: float = 1.0) -> dict:
+                       lrp_alpha: float | None = None, lrp_beta: float | None = None) -> dict:
     """One pass over the calibration samples; returns the statistics dict described in the module docstring.
 
     x_float: N×C×H×W normalised inputs (CPU or device); y: N labels in [0, num_classes). The model is
     moved to `device` and put in eval mode for the pass (its training flag is restored). Memory is
     bounded by layer sizes × classes, not by N. Sums are float64, so any batching gives the same numbers
     up to the rounding of per-batch products in the model's dtype (exactly, for a float64 model).
+    lrp_alpha, lrp_beta: the LRP-αβ rule of "relevance" (None: the frs method's options in the schema).
     """
     needs, class_count = _check_inputs(model, x_float, y, needs, num_classes, batch_size)
     device = torch.device(device)
@@ -239,8 +241,9 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros(num_classes, dtype=torch.float64)
     relevance, handles = {}, []
     if "relevance" in needs:
-        from prunelab.stats.lrp import RelevanceSession  # lazy: LRP only when frs is configured
+        from prunelab.stats.lrp import RelevanceSession, lrp_rule  # lazy: LRP only when frs is configured
 
+        lrp_alpha, lrp_beta = lrp_rule(lrp_alpha, lrp_beta)
         lrp = RelevanceSession(model, alpha=lrp_alpha, beta=lrp_beta)  # set up once for all batches
         handles.append(lrp)                                              # closed (forwards restored) in `finally`
     try:
@@ -301,7 +304,7 @@ def load_statistics(path: str | Path) -> dict:
 
 
 
-def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: dict,
+def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: StatsSettings | dict,
                                 seed: int, device, lrp: dict | None = None) -> dict:
     """Statistics `needs` (see prunelab.methods.required_statistics) of a trained model on its calibration subset.
 
@@ -310,12 +313,13 @@ def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] |
     needs = set(needs)
     if "relevance" in needs and lrp is None:
         raise ValueError("statistic 'relevance' needs the LRP rule's alpha and beta (the frs options)")
-    x, y = calibration_subset(data, stats_cfg["samples"], seed)
+    stats_cfg = StatsSettings.of(stats_cfg)
+    x, y = calibration_subset(data, stats_cfg.samples, seed)
     log.info("collecting %s on %d calibration samples (of %d requested)", sorted(needs), len(x),
-             stats_cfg["samples"])
+             stats_cfg.samples)
     t0 = time.perf_counter()
     rule = {"lrp_alpha": lrp["alpha"], "lrp_beta": lrp["beta"]} if lrp else {}
-    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg["batch_size"], device, **rule)
+    stats = collect_statistics(model, x, y, needs, int(data["num_classes"]), stats_cfg.batch_size, device, **rule)
     log.info("computed %s for %d layers on %d samples in %.2f s", sorted(needs), len(stats["layers"]), len(x),
              time.perf_counter() - t0)
     return stats

@@ -39,6 +39,7 @@ from prunelab.stats.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public
 from prunelab.stats.lrp_rules import (RelevanceFunction, ab_rule, is_signed, record_relevance, reduce_maps,
                                       rule_backward, rule_forward, vjp)
 from prunelab.models.layers import Add, ShortcutA
+from prunelab.settings import method_defaults
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _IDENTITY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)
@@ -105,11 +106,17 @@ def _check_input(t: torch.Tensor, where: tuple[str, nn.Module]) -> None:
         stack.extend(n for n, _ in node.next_functions)
 
 
+def lrp_rule(alpha: float | None, beta: float | None) -> tuple[float, float]:
+    """(α, β) of the LRP-αβ rule: None takes the frs method's option from the schema (methods.frs)."""
+    options = method_defaults("frs")
+    return (options["alpha"] if alpha is None else alpha, options["beta"] if beta is None else beta)
+
+
 class RelevanceSession:
     """LRP-αβ passes over many batches of one model: rules checked, forwards patched and αβ weights prepared
     once; the graph is checked for functional ops on the first pass only (a static graph is assumed after it).
 
-        with RelevanceSession(model, alpha=2.0, beta=1.0) as lrp:
+        with RelevanceSession(model, alpha=2.0, beta=1.0) as lrp:   # (None: the frs options' defaults)
             layers, r_in, logits = lrp(x, y)       # per batch
 
     layers: {layer: relevance at that Conv2d/Linear's output} (reduce=True: conv maps reduced to B×C by the
@@ -122,8 +129,9 @@ class RelevanceSession:
     restores forwards and train flags; weights untouched.
     """
 
-    def __init__(self, model: nn.Module, alpha: float = 2.0, beta: float = 1.0, init: str = "onehot",
-                 reduce: bool = True, input_relevance: bool = False):
+    def __init__(self, model: nn.Module, alpha: float | None = None, beta: float | None = None,
+                 init: str = "onehot", reduce: bool = True, input_relevance: bool = False):
+        alpha, beta = lrp_rule(alpha, beta)
         if init not in ("onehot", "logit"):
             raise ValueError(f"frs/LRP: init must be 'onehot' or 'logit', got {init!r}")
         if not (alpha >= 1 and beta >= 0):
@@ -377,8 +385,8 @@ def _hooked(modules) -> bool:
     return False
 
 
-def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0, beta: float = 1.0,
-              init: str = "onehot", reduce: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None,
+              beta: float | None = None, init: str = "onehot", reduce: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """LRP-αβ of a batch. x: B×... input, y: B class indices.
 
     Returns ({layer: relevance at that Conv2d/Linear's output}, relevance at the input, shape of x).
@@ -390,8 +398,8 @@ def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float =
     return layers, r_in
 
 
-def unit_relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0,
-                   beta: float = 1.0) -> dict[str, torch.Tensor]:
+def unit_relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None,
+                   beta: float | None = None) -> dict[str, torch.Tensor]:
     """Per-sample signed relevance B×U at each Conv2d/Linear output (conv: mean over H×W), LRP-αβ from
     the one-hot true label y (B,). Batched; eval mode for the pass; the model is left unchanged. For many
     batches, RelevanceSession does the set-up once."""
