@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import copy
 import pkgutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import yaml
@@ -76,3 +79,40 @@ def test_every_method_module_registers_itself():
 def test_a_schema_method_cannot_redeclare_its_defaults():
     with pytest.raises(ValueError, match=r"methods\.screening.*do not pass defaults"):
         register_method("screening", defaults={"lambda": 0.1})
+
+
+def test_a_job_builds_its_settings_from_the_validated_config_without_a_second_check():
+    """A job turns the config sections Snakemake validated into typed settings (`from_config`), so no job process
+    imports jsonschema (~0.1 s each); a dict from a notebook is checked by the schema, naming the key."""
+    code = textwrap.dedent("""
+        import sys
+        import torch
+        from prunelab.jobs import script_params
+        from prunelab.jobs.pruning import prune_model
+        from prunelab.methods import score_model
+        from prunelab.models import build_model
+        from prunelab.settings import PruneSettings, section_defaults
+
+        params = {"prune": {**section_defaults("prune"), "round_to": 2}, "finetune": section_defaults("finetune"),
+                  "latency": section_defaults("latency"), "device": "cpu"}
+        smk = type("Smk", (), {"params": params})()
+        p = script_params(smk)
+        assert isinstance(p.prune, PruneSettings) and p.prune.round_to == 2, p.prune
+        arch = {"name": "cnn", "options": {"widths": [4, 6]}, "in_shape": [1, 8, 8], "num_classes": 3}
+        model = build_model(arch).eval()
+        gen = torch.Generator().manual_seed(0)
+        data = {"train": {"x": torch.randint(0, 255, (16, 1, 8, 8), dtype=torch.uint8, generator=gen),
+                          "y": torch.arange(16) % 3},
+                "mean": torch.tensor([0.5]), "std": torch.tensor([0.25]), "in_shape": [1, 8, 8], "num_classes": 3}
+        scores = score_model(model, None, "magnitude")
+        pruned, _, _, info = prune_model(model, arch, scores, "structured", 0.5, data, p.prune, "cpu", 0,
+                                         finetune_cfg=p.finetune)
+        assert all(m.out_channels % 2 == 0 for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)), info
+        assert info["round_to"] == 2
+        print("jsonschema" in sys.modules)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
+    with pytest.raises(ValueError, match=r"^prune\.scope: 'wide' is not one of \['global', 'layerwise'\]$"):
+        PruneSettings.of({"scope": "wide"})

@@ -38,25 +38,36 @@ def schema() -> dict:
 
 def section_defaults(section: str) -> dict:
     """{key: default} of a top-level config section's properties (keys without a default are left out)."""
-    props = schema()["properties"][section].get("properties", {})
+    props = _section_schema(section).get("properties", {})
     return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+
+
+def _section_schema(section: str) -> dict:
+    """The schema of a config section, dotted for nested ones ("prune", "methods.screening")."""
+    node = schema()
+    for part in section.split("."):
+        node = node["properties"][part]
+    return node
 
 
 @functools.cache
 def _property_validator(section: str, key: str):
     """A JSON-schema validator of one property of a config section (jsonschema is imported here, ~0.1 s, only
-    where a dict from outside the workflow is checked: a notebook or a test, never a workflow job)."""
+    where values from outside the workflow are checked: a notebook, a test, a score job's method options)."""
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema())
-    return cls(schema()["properties"][section]["properties"][key])
+    return cls(_section_schema(section).get("properties", {})[key])
 
 
 def check_values(section: str, values: dict) -> None:
-    """ValueError naming `section.key` and the schema's complaint for the first value the schema refuses."""
+    """ValueError naming `section.key` and the schema's complaint for the first value the schema refuses
+    (section dotted for nested ones: "methods.screening")."""
+    from jsonschema.exceptions import best_match
+
     for key, value in values.items():
         value = list(value) if isinstance(value, tuple) else value
-        error = next(iter(_property_validator(section, key).iter_errors(value)), None)
+        error = best_match(_property_validator(section, key).iter_errors(value))
         if error is not None:
             where = ".".join([section, key, *map(str, error.path)])
             raise ValueError(f"{where}: {error.message}")

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from prunelab.methods.variants import base_method, parse_variant
-from prunelab.settings import method_defaults
 from prunelab.models import prunable_layers
+from prunelab.settings import check_values, method_defaults
 from prunelab.stats import STAT_NAMES
 
 GRANULARITIES = ("unstructured", "structured")
@@ -48,7 +48,8 @@ class MethodSpec:
     inapplicable: Callable[[nn.Module], str | None] | None = field(default=None, compare=False)
 
     def resolve_config(self, cfg: dict | None) -> dict:
-        """cfg merged over the defaults; unknown keys raise (when defaults are declared)."""
+        """cfg merged over the defaults; unknown keys raise (when defaults are declared), and the options of a
+        method the schema lists are checked against it (methods.<name>.<option>)."""
         cfg = {} if cfg is None else cfg
         if not isinstance(cfg, dict):
             raise ValueError(f"method '{self.name}': config must be a dict, got {type(cfg).__name__}")
@@ -58,6 +59,8 @@ class MethodSpec:
         if unknown:
             raise ValueError(f"method '{self.name}': unknown config keys {unknown}; valid keys: "
                              f"{sorted(self.defaults)}")
+        if cfg and method_defaults(self.name) is not None:
+            check_values(f"methods.{self.name}", cfg)
         return {**self.defaults, **cfg}
 
     def needs_for_config(self, cfg: dict | None) -> set[str]:

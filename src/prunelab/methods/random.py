@@ -11,10 +11,7 @@ from prunelab.models import prunable_layers
 @register_method("random", needs=set())
 def random_scores(model, stats, cfg) -> dict:
     """Unstructured: U[0, 1) per weight; structured: U[0, 1) per output unit. Same seed → same scores."""
-    seed = cfg["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"method 'random': config 'seed' must be an int, got {seed!r}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(cfg["seed"])
     out = {}
     for name, m in prunable_layers(model):
         unstructured = torch.rand(m.weight.shape, generator=gen, dtype=torch.float64)

@@ -1,5 +1,5 @@
 """screening: ANOVA F-statistic of unit activations across classes, blended with weight magnitude
-(Wang et al. 2025, arXiv 2502.07189; the project's documented reconstruction, DESIGN §4).
+(Wang et al. 2025, arXiv 2502.07189; the project's documented reconstruction, docs/methods.md).
 
 structured score of unit u     = λ·F_u / max_layer F + (1−λ)·‖w_u‖₁ / max_layer ‖w‖₁
 unstructured blend of w_ij     = λ·F_i / max_layer F_in + (1−λ)·|w_ij| / max_layer |w|
@@ -64,13 +64,6 @@ def scaled(v: torch.Tensor) -> torch.Tensor:
     return v / top if top > 0 else torch.zeros_like(v)
 
 
-def _lambda(cfg: dict) -> float:
-    lam = cfg["lambda"]
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
-        raise ValueError(f"method 'screening': config 'lambda' must be a number in [0, 1], got {lam!r}")
-    return float(lam)
-
-
 def onto_magnitudes(blend: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """The values of `magnitude`, re-assigned in the order of `blend` (ties broken by magnitude): the k-th
     lowest blend gets the k-th lowest magnitude. Same shape as `blend`."""
@@ -85,7 +78,7 @@ def onto_magnitudes(blend: torch.Tensor, magnitude: torch.Tensor) -> torch.Tenso
 @register_method("screening", needs={"activations", "input_activations"})
 def screening_scores(model, stats, cfg) -> dict:
     """Blend of screened F and weight magnitude per layer; see the module docstring."""
-    lam = _lambda(cfg)
+    lam = float(cfg["lambda"])
     out = {}
     for name, m in prunable_layers(model):
         entry = stats["layers"][name]
