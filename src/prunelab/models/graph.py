@@ -52,6 +52,21 @@ RESIDUAL = ("inner", "all")
 
 
 # ----------------------------------------------------------------------------------------------- structured
+def dependency_graph(model: nn.Module, example_input: torch.Tensor):
+    """Torch-Pruning's DependencyGraph of `model`, traced on one sample of `example_input` (N, *in_shape) in eval
+    mode (the tracing forward pass must not update BN running statistics; the training flag is restored).
+    The one place the graph is built: groups, physical removal and the MACs of pruning spaces read it."""
+    import torch_pruning as tp  # ~0.3 s: only where a graph is traced
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():  # torch-pruning traces autograd
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
+    finally:
+        model.train(was_training)
+
+
 def out_pruning_fn(module: nn.Module):
     import torch_pruning as tp
 
@@ -77,15 +92,7 @@ def structured_groups(model: nn.Module, example_input: torch.Tensor | None = Non
             raise ValueError("the model has residual adds: pass example_input (one input batch) so "
                              "torch-pruning can trace which channels are coupled")
         return [{"members": [n], "units": m.weight.shape[0], "residual": False} for n, m in layers]
-    import torch_pruning as tp
-
-    was_training = model.training
-    model.eval()  # tracing runs a forward pass: do not touch BN running statistics
-    try:
-        with torch.enable_grad():  # torch-pruning traces autograd
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
-    finally:
-        model.train(was_training)
+    dg = dependency_graph(model, example_input)
     names = {m: n for n, m in layers}
     groups, seen = [], set()
     for name, m in layers:
@@ -103,7 +110,7 @@ def structured_groups(model: nn.Module, example_input: torch.Tensor | None = Non
             sizes = {dict(layers)[n].weight.shape[0] for n in members}
             if pads or len(sizes) > 1:
                 raise ValueError(f"cannot prune the residual stream of {members}: it passes a zero-padding "
-                                 f"(option-A) shortcut, which torch-pruning cannot follow (DESIGN §8); use "
+                                 f"(option-A) shortcut, which torch-pruning cannot follow (docs/methods.md); use "
                                  f"residual='inner' or option-B shortcuts")
         groups.append({"members": members, "units": m.weight.shape[0], "residual": res})
     if residual == "inner":

@@ -13,13 +13,11 @@ import copy
 import torch
 from torch import nn
 
-from prunelab.models import architecture, prunable_layers
 from prunelab.measure.deploy import EquivalenceError, logits_difference
-from prunelab.models.graph import following_bn, out_pruning_fn
+from prunelab.models import architecture, prunable_layers
+from prunelab.models.graph import dependency_graph, following_bn, out_pruning_fn
 from prunelab.pruning.selection import select_structured_groups
 from prunelab.settings import PruneSettings
-
-
 
 
 @torch.no_grad()
@@ -71,33 +69,24 @@ def remove_units(model: nn.Module, remove: dict[str, torch.Tensor], groups: list
     One torch-pruning group per coupled group (rooted at its first member); the group's other members
     must be exactly the coupled layers torch-pruning finds, else ValueError.
     """
-    import torch_pruning as tp
-
-    was_training = model.training
-    model.eval()  # the tracing forward pass must not update BN running statistics
-    try:
-        with torch.enable_grad():  # torch-pruning traces autograd
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
-        modules = dict(prunable_layers(model))
-        names = {m: n for n, m in modules.items()}
-        for g in groups:
-            root = g["members"][0]
-            idx = remove.get(root)
-            if idx is None or len(idx) == 0:
-                continue
-            for n in g["members"][1:]:
-                if not torch.equal(remove[n], idx):
-                    raise ValueError(f"coupled layers {root!r} and {n!r} must lose the same units")
-            m = modules[root]
-            group = dg.get_pruning_group(m, out_pruning_fn(m), sorted(int(i) for i in idx))
-            found = {names[d.target.module] for d, _ in group
-                     if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names}
-            if found != set(g["members"]):
-                raise ValueError(f"torch-pruning couples {sorted(found)} but the selection grouped "
-                                 f"{g['members']}")
-            group.prune()
-    finally:
-        model.train(was_training)
+    dg = dependency_graph(model, example_input)
+    modules = dict(prunable_layers(model))
+    names = {m: n for n, m in modules.items()}
+    for g in groups:
+        root = g["members"][0]
+        idx = remove.get(root)
+        if idx is None or len(idx) == 0:
+            continue
+        for n in g["members"][1:]:
+            if not torch.equal(remove[n], idx):
+                raise ValueError(f"coupled layers {root!r} and {n!r} must lose the same units")
+        m = modules[root]
+        group = dg.get_pruning_group(m, out_pruning_fn(m), sorted(int(i) for i in idx))
+        found = {names[d.target.module] for d, _ in group
+                 if dg.is_out_channel_pruning_fn(d.handler) and d.target.module in names}
+        if found != set(g["members"]):
+            raise ValueError(f"torch-pruning couples {sorted(found)} but the selection grouped {g['members']}")
+        group.prune()
     return model
 
 

@@ -24,9 +24,9 @@ from torch import nn
 
 from prunelab.measure import layer_macs
 from prunelab.models import architecture, build_model, classifier_name, init_weights, place, prunable_layers
-from prunelab.models.graph import out_pruning_fn, structured_groups
-from prunelab.pruning.selection import normalized
+from prunelab.models.graph import dependency_graph, out_pruning_fn, structured_groups
 from prunelab.pruning.removal import check_equivalence, masked_dense_model, remove_units
+from prunelab.pruning.selection import normalized
 
 FRACTION_RANGE = (0.1, 1.0)  # per-group keep fractions are drawn from U(lo, hi) before the common scaling
 INITS = ("inherit", "scratch")
@@ -45,8 +45,6 @@ class SpaceModel:
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor):
-        import torch_pruning as tp
-
         self.in_shape = tuple(example_input.shape[1:])
         head = classifier_name(model)
         self.groups = [g for g in structured_groups(model, example_input, "inner") if head not in g["members"]]
@@ -57,13 +55,7 @@ class SpaceModel:
         self.out_group = {n: i for i, g in enumerate(self.groups) for n in g["members"]}
         self.inputs: dict[str, list[tuple[int, float]]] = {}        # layer -> [(group, inputs per unit)]
         names = {m: n for n, m in self.layers.items()}
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.enable_grad():
-                dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input[:1], verbose=False)
-        finally:
-            model.train(was_training)
+        dg = dependency_graph(model, example_input)
         for i, g in enumerate(self.groups):
             root = self.layers[g["members"][0]]
             for dep, idx in dg.get_pruning_group(root, out_pruning_fn(root), list(range(g["units"]))):
