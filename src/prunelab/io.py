@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from prunelab.models import build_model, place
+
 # Which rule produces which kind of file (by the results/{exp}/<stage>/ folder), for error messages.
 PRODUCERS = {"data": "prepare_data", "baseline": "train_baseline", "stats": "collect_stats", "scores": "score",
              "pruned": "prune_finetune", "finetuned": "prune_finetune", "scratch": "train_scratch",
@@ -118,8 +120,6 @@ def save_model(path: str | Path, model: torch.nn.Module, arch: dict, **extra) ->
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a model saved by `save_model` → (model on device, arch dict, the whole checkpoint dict)."""
-    from prunelab.models import build_model, place
-
     ckpt = load_torch(path, what="model checkpoint")
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
         raise CorruptFileError(f"model checkpoint {path} lacks 'arch'/'state_dict'; {regenerate_hint(path)}")

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from prunelab.checks.data import check_sizes, ConfigError, dataset_sizes, few
+from prunelab.checks.data import ConfigError, check_sizes, dataset_sizes, few
 from prunelab.checks.models import check_arch, gradual_archs
+from prunelab.methods import get_method, method_names
+from prunelab.methods.variants import expand_methods
+from prunelab.models import DENSE_ONLY
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -53,7 +56,6 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a mapping key given twice (Snakemake's loader keeps the last silently)."""
-
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
@@ -122,8 +124,6 @@ def check_ratios(cfg: dict) -> None:
 
 def check_methods(cfg: dict) -> None:
     """Method names are registry names; option keys are the method's (values may be lists: variants)."""
-    from prunelab.methods import get_method, method_names
-
     for name, opts in cfg["methods"].items():
         if name not in method_names():
             raise ConfigError(f"config key 'methods.{name}': unknown method; expected one of {method_names()}")
@@ -140,18 +140,12 @@ def check_methods(cfg: dict) -> None:
 
 def _granularities(method: str) -> tuple[str, ...]:
     """Granularities the registered method behind `method` (a method or variant name) scores."""
-    from prunelab.methods import get_method, method_names
-
     base = method if method in method_names() else method.split("-", 1)[0]
     return get_method(base).granularities
 
 
 def _selectable(cfg: dict) -> list[str]:
     """Names a section may use for the experiment's methods: each method and each of its variants."""
-    try:
-        from prunelab.methods.variants import expand_methods
-    except ImportError:  # no variants
-        return list(cfg["methods"])
     return list(dict.fromkeys([*cfg["methods"], *expand_methods(cfg["methods"])]))
 
 
@@ -190,7 +184,6 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
             raise ConfigError(f"config key 'methods.{m}': {m} scores only {', '.join(_granularities(m))} units, "
                               f"but {need} lists no ratio: {m} would schedule no job")
     if cfg["gradual"]["enabled"]:
-        from prunelab.models import DENSE_ONLY
 
         g = cfg["gradual"]
         unknown("gradual.archs", g["archs"], archs, "archs")

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prunelab.data import TEST_FRACTION, formats as io
+from prunelab.data.formats import IMAGE_EXTENSIONS
+
 MIN_VAL, MIN_VAL_PER_CLASS = 100, 10
 MIN_CALIBRATION_PER_CLASS = 2
 # Methods reading per-class statistics (screening: class-conditional F; frs: class relevance).
@@ -41,8 +44,6 @@ def few(names, limit: int = 12) -> str:
 
 def _data_missing(name: str, root: Path, download: bool) -> str | None:
     """One line naming the missing files of `name` under `root` (with the fix), or None when complete."""
-    from prunelab.data import formats as io
-
     missing = io.missing_files(name, root)
     if not missing:
         return None
@@ -52,8 +53,6 @@ def _data_missing(name: str, root: Path, download: bool) -> str | None:
 
 def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, int], int, int, bool]:
     """(in_shape, classes, train-pool images, has test folder) of an image folder; mistakes named."""
-    from prunelab.data.formats import IMAGE_EXTENSIONS
-
     key = "config key 'dataset.data_root'"
     if not root.is_dir():
         raise ConfigError(f"{key}: {root} does not exist; expected {root}/train/<class>/<images>")
@@ -93,8 +92,6 @@ def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, in
 
 def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
     """(in_shape, classes, train images, val images) the prepared dataset will have; data files checked."""
-    from prunelab.data import TEST_FRACTION
-
     name, root = ds["name"], Path(ds["data_root"])
     if name == "imagefolder":
         in_shape, classes, pool, has_test = _imagefolder(root, ds["image_size"])

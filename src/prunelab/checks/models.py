@@ -13,6 +13,18 @@ import inspect
 import math
 
 from prunelab.checks.data import ConfigError, few
+from prunelab.models import (
+    DENSE_ONLY,
+    MODELS,
+    TV_PREFIX,
+    Add,
+    ShortcutA,
+    build_model,
+    classifier_name,
+    model_names,
+    prunable_layers,
+)
+from prunelab.pruning.gradual import auto_ignore
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
 
@@ -42,8 +54,6 @@ def meta_build():
 
 def check_model_name(key: str, name: str, options: dict) -> None:
     """Name in the registry (options in the builder's signature) or in torchvision's list."""
-    from prunelab.models import MODELS, TV_PREFIX, model_names
-
     if name.startswith(TV_PREFIX):
         import torchvision
 
@@ -69,8 +79,6 @@ def check_model_name(key: str, name: str, options: dict) -> None:
 def check_arch(cfg: dict, key: str, arch: dict, in_shape, classes: int) -> None:
     """Model name and options, then on the meta-built model: ignore_layers names, structured prunability,
     prune.round_to against the layers' widths."""
-    from prunelab.models import build_model, classifier_name, prunable_layers
-
     where, options = f"archs.{key}", arch["options"] or {}
     check_model_name(where, arch["name"], options)
     try:
@@ -115,8 +123,6 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
     unstructured, each layer keeps max(1, ceil(min_keep_fraction x weights)); structured, each layer keeps
     min_keep_units, rounded up to prune.round_to (exact for models without residual adds, where every
     Conv/Linear but the classifier is its own group; elsewhere only 'nothing left to prune' is checked)."""
-    from prunelab.models import Add, ShortcutA
-
     own = cfg["archs"][key].get("granularities")
     p, gran, gkey = cfg["prune"], own or cfg["granularities"], f"archs.{key}.granularities" if own else "granularities"
     kept = {n: m.weight for n, m in layers.items() if n not in p["ignore_layers"]}
@@ -191,9 +197,6 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
     """Gradual FRS on arch `key` has channels to prune, and channels_per_step x steps reaches every ratio
     (exact for models without residual adds: every Conv/Linear but the classifier, gradual.ignore_layers and
     VGG's first two convs is its own group, as prunelab.pruning.gradual selects them)."""
-    from prunelab.pruning.gradual import auto_ignore
-    from prunelab.models import Add, ShortcutA
-
     g = cfg["gradual"]
     skip = set(g["ignore_layers"]) | set(auto_ignore(model, name)) | {head}
     widths = [m.weight.shape[0] for n, m in layers.items() if n not in skip]
@@ -219,6 +222,5 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
 def gradual_archs(cfg: dict) -> list[str]:
     """Archs trained by gradual FRS: gradual.archs, or every arch with convolutions when it is empty."""
     names = cfg["gradual"]["archs"]
-    from prunelab.models import DENSE_ONLY
 
     return list(names) if names else [a for a, s in cfg["archs"].items() if s["name"] not in DENSE_ONLY]

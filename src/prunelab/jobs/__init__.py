@@ -19,6 +19,8 @@ from types import SimpleNamespace
 import torch
 
 from prunelab.io import save_json
+from prunelab.measure.deploy import compile_problem
+from prunelab.models import pick_device
 from prunelab.records import config_hash, empty_record, git_commit, source_hash
 from prunelab.settings import GradualSettings, LatencySettings, PruneSettings, StatsSettings, TrainSettings
 from prunelab.tracking import LiveRun, job_id, write_run_file
@@ -131,10 +133,7 @@ def check_latency_settings(rule: str, params: dict) -> None:
     """Before any work: `latency.compile` needs what compilation needs on the job's device (RuntimeError)."""
     if not (params.get("latency") or {}).get("compile"):
         return
-    from prunelab.measure.deploy import compile_problem
-    from prunelab.training import pick_device
-
-    problem = compile_problem(pick_device(params.get("device", "auto")))
+    problem = compile_problem(pick_device(params["device"]))
     if problem:
         raise RuntimeError(f"rule {rule}: {problem}")
 

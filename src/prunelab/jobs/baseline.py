@@ -6,10 +6,9 @@ from __future__ import annotations
 from prunelab.data import load_prepared, prepare_dataset, save_prepared
 from prunelab.io import save_model
 from prunelab.jobs import Job, script_params, start_script
-from prunelab.measure.evaluation import model_fields
+from prunelab.measure.evaluation import dense_summary, model_fields
+from prunelab.models import pick_device
 from prunelab.training import train_baseline
-from prunelab.measure.evaluation import dense_summary
-from prunelab.training import pick_device
 
 
 def prepare_data_job(smk) -> None:

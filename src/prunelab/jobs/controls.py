@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prunelab.data import load_prepared
-from prunelab.pruning.gradual import train_gradual, train_scratch
+from prunelab.data import calibration_subset, load_prepared
 from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, script_params
-from prunelab.models import build_model
-from prunelab.data import calibration_subset
 from prunelab.measure.evaluation import dense_reference, model_fields, test_fields
-from prunelab.models import architecture_for
-from prunelab.pruning.space import build_subnetwork, sample_counts, sample_rng, SpaceModel
+from prunelab.models import architecture_for, build_model, pick_device
+from prunelab.pruning.gradual import train_gradual, train_scratch
 from prunelab.pruning.schedules import finetune_model
-from prunelab.training import pick_device
+from prunelab.pruning.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
 
 
 def train_gradual_job(smk) -> None:

@@ -21,14 +21,14 @@ from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, script_params
 from prunelab.measure.evaluation import dense_reference, model_fields
 from prunelab.methods import required_statistics, score_model
-from prunelab.models import classifier_name, place, prunable_layers
+from prunelab.models import classifier_name, pick_device, place, prunable_layers
 from prunelab.pruning.masks import MaskKeeper, masks_hold, prune_unstructured
 from prunelab.pruning.removal import prune_selected
 from prunelab.pruning.schedules import finetune_model, finetune_split, iterative_ratios
 from prunelab.pruning.selection import select_structured_groups, validate_scores
 from prunelab.settings import PruneSettings, StatsSettings, TrainSettings
 from prunelab.stats import collect_baseline_statistics
-from prunelab.training import pick_device, train_model
+from prunelab.training import train_model
 
 log = logging.getLogger("prunelab.jobs.pruning")
 GRANULARITIES = ("unstructured", "structured")

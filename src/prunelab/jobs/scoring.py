@@ -7,9 +7,8 @@ from prunelab.data import load_prepared
 from prunelab.io import load_model, save_torch
 from prunelab.jobs import script_params, start_script
 from prunelab.methods import score_model
-from prunelab.stats import collect_baseline_statistics
-from prunelab.stats import load_statistics, save_statistics
-from prunelab.training import pick_device
+from prunelab.models import pick_device
+from prunelab.stats import collect_baseline_statistics, load_statistics, save_statistics
 
 
 def collect_stats_job(smk) -> None:

@@ -1,4 +1,4 @@
-"""The form a model is timed in (DESIGN §3 latency): what an inference deployment would run.
+"""The form a model is timed in (the latency of metrics.json): what an inference deployment would run.
 
 `inference_model` returns an eval-mode copy of a model with every BatchNorm2d folded into the Conv2d before
 it, placed on the device as every job places models (`prunelab.models.place`: channels-last on CPU). With

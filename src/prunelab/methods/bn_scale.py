@@ -14,8 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from prunelab.methods import register_method
-from prunelab.models import classifier_name
-from prunelab.models import prunable_layers
+from prunelab.models import classifier_name, prunable_layers
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 

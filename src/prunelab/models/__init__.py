@@ -102,6 +102,16 @@ def architecture(model: nn.Module, arch: dict) -> dict:
     return out
 
 
+def pick_device(preference: str) -> torch.device:
+    """The config's `device`: 'auto' → CUDA when present, else CPU; 'cpu' / 'cuda' force one (error if CUDA is
+    asked but absent)."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(preference)
+
+
 def place(model: nn.Module, device: str | torch.device) -> nn.Module:
     """Move `model` to `device` in place and return it. On CPU, a model with Conv2d layers also gets its 4-D
     weights in channels-last (NHWC) memory format, which oneDNN runs faster than NCHW (ResNet-20, batch 128,

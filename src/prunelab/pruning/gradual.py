@@ -1,7 +1,7 @@
 """Schedules that train from random initialisation: gradual FRS channel pruning while training, and the
 scratch control.
 
-Gradual FRS (Aketi et al. 2020, arXiv 2002.09958; DESIGN §4-5). From a freshly initialised model, train
+Gradual FRS (Aketi et al. 2020, arXiv 2002.09958; docs/methods.md). From a freshly initialised model, train
 the normal schedule; at the start of 0-based epoch e in {interval, 2·interval, ...} up to `stop_epoch`
 (i.e. after e epochs of training) score every prunable channel with FRS on the current model (LRP-αβ on
 `stats.samples` train images, class weights from the model's current per-class accuracy on them) and mask
@@ -36,15 +36,24 @@ import math
 import torch
 from torch import nn
 
-from prunelab.models import (TV_PREFIX, architecture, build_model, classifier_name, init_weights, place,
-                              prunable_layers)
 from prunelab.data import calibration_subset
-from prunelab.models import architecture_for
+from prunelab.methods import score_model
+from prunelab.models import (
+    TV_PREFIX,
+    architecture,
+    architecture_for,
+    build_model,
+    classifier_name,
+    init_weights,
+    place,
+    prunable_layers,
+)
 from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
 from prunelab.pruning.selection import group_score, lowest_units, protect_best, validate_ratio
 from prunelab.settings import GradualSettings, StatsSettings, TrainSettings, method_defaults
+from prunelab.stats import collect_statistics
 from prunelab.training import TrainResult, seed_everything, train_model
 from prunelab.training.regularizers import regularizer_loss
 
@@ -189,9 +198,6 @@ class GradualFRS:
 
     def scores(self, model: nn.Module) -> dict:
         """FRS of every prunable layer of the current model on the calibration subset → {layer: {...}}."""
-        from prunelab.methods import score_model
-        from prunelab.stats import collect_statistics
-
         stats = collect_statistics(model, self.x, self.y, {"relevance"}, self.num_classes,
                                    self.stats_cfg.batch_size, self.device,
                                    lrp_alpha=self.frs_cfg["alpha"], lrp_beta=self.frs_cfg["beta"])

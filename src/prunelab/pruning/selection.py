@@ -1,6 +1,6 @@
 """Pruning selection: which weights (unstructured) or output units (structured) go.
 
-Conventions (DESIGN §5):
+Conventions (docs/methods.md, "Selection"):
 - Scores: {layer: {"unstructured": Tensor(weight shape) | None, "structured": Tensor(out_units) | None}},
   or a whole score file {"method", "config", "layers": ...}. Higher score = more important = kept longer.
 - Unstructured ratio = fraction of prunable weights removed (prunable = weights of every Conv2d/Linear not

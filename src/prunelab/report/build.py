@@ -5,15 +5,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures as F
-from . import figures_extra as FX
 from ..provenance import provenance_warnings
+from . import figures as F, figures_extra as FX, ranking as RK
 from .agreement import agreement_frame, agreement_mean
 from .collect import annotate, csv_frame, load_metrics, load_scores
-from .render import (Section, agreement_sections, baseline_section, comparison_text, md_section,
-                     reference_section, summary_sections, tex_section)
+from .render import (
+    Section,
+    agreement_sections,
+    baseline_section,
+    comparison_text,
+    md_section,
+    reference_section,
+    summary_sections,
+    tex_section,
+)
 from .style import save
-from . import ranking as RK
 from .tables import baseline_frame, keyed, reference_frame, select_rows, summary_frame
 
 DEFAULT_RATIOS = (0.5, 0.7, 0.9)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# DESIGN.md §3, in that order: the first columns of results.csv.
+# the metrics.json keys (prunelab.records.METRICS_KEYS), in that order: the first columns of results.csv.
 COLUMNS = [
     "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage",
     "ratio_requested", "sparsity_achieved", "params_total", "params_nonzero", "compression",

@@ -27,15 +27,6 @@ from prunelab.training.regularizers import regularizer_loss
 log = logging.getLogger("prunelab.training")
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    """'auto' → CUDA when present, else CPU; 'cpu' / 'cuda' force one (error if CUDA is asked but absent)."""
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(preference)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch; deterministic kernels on CPU (and cuDNN where it can)."""
     random.seed(seed)
