@@ -34,7 +34,7 @@ SNAKEMAKE = str(BIN / "snakemake")
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 EXP = "tiny"
 
-# metrics.json keys that must not depend on the machine's speed or on where a job ran (DESIGN §3).
+# metrics.json keys that must not depend on the machine's speed or on where a job ran (prunelab.records.METRICS_KEYS).
 DETERMINISTIC_KEYS = (
     "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
     "sparsity_achieved", "params_total", "params_nonzero", "compression", "macs_dense", "macs_effective",

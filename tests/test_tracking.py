@@ -1,6 +1,6 @@
 """MLflow at scale: concurrent writers on the SQLite default, a tracking server, an outage, deferred sync.
 
-The files are the truth (DESIGN §6); these tests check that MLflow ends up holding one run per job, nested under
+The files are the truth (README: tracking); these tests check that MLflow ends up holding one run per job, nested under
 its baseline and tagged, whatever the mode, and that a tracking failure never costs a result.
 """
 

@@ -1,4 +1,4 @@
-"""metrics.json: one flat record per model, the same keys for every stage (DESIGN §3)."""
+"""metrics.json: one flat record per model, the same keys for every stage (README: what results/ holds)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-
 
 METRICS_KEYS = (
     "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
@@ -65,7 +64,7 @@ def tree_hash(root: Path) -> str:
 
 
 def empty_record(**fields) -> dict:
-    """A record with every DESIGN §3 key set to None, then `fields` (extra keys allowed)."""
+    """A record with every metrics.json key (METRICS_KEYS) set to None, then `fields` (extra keys allowed)."""
     rec = dict.fromkeys(METRICS_KEYS)
     rec.update(fields)
     if rec["stage"] not in STAGES:

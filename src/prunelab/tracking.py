@@ -1,4 +1,4 @@
-"""MLflow tracking: the browsing layer over the result files (DESIGN §6).
+"""MLflow tracking: the browsing layer over the result files (README: tracking).
 
 The files are the truth. Every job writes `run.json` beside its metrics.json: job id, rule, wildcards, the
 resolved config it used (params), its parent job, and the per-epoch history. Two modes:

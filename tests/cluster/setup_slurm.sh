@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stand up a private single-node SLURM on localhost for the cluster tests (DESIGN §8).
+# Stand up a private single-node SLURM on localhost for the cluster tests (README: running on a cluster).
 #
 #   tests/cluster/setup_slurm.sh DIR      start munged + slurmctld + slurmd; state, logs, pid files under DIR
 #   tests/cluster/stop_slurm.sh  DIR      stop them again (by the PIDs recorded in DIR)

@@ -27,7 +27,7 @@ downstream of L (later blocks' convs, option-B projection convs, the classifier)
 attention, ...) raise, naming the op. A layer without consumer (the classifier, whose outputs are never
 pruned) keeps the incoming sum Σ_i μ_ui.
 
-Why not the incoming sum (DESIGN §4 had "sum of the unit's incoming μ"): Σ_i r_ij(x) = D/(D + ε) with
+Why not the incoming sum (an earlier design had "sum of the unit's incoming μ"): Σ_i r_ij(x) = D/(D + ε) with
 D = Σ_i |w_ij a_i(x)|, which is ≈ 1 whenever D > 0. The incoming sum is therefore ≈ 1 for every unit that
 receives any non-zero input (all of conv2 of the CNN scored 1.0000), cannot rank units, and degenerates to
 an index-order pruner (ties go to the lower index).
@@ -45,8 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunelab.methods import register_method
-from prunelab.models import Add, ShortcutA
-from prunelab.models import prunable_layers
+from prunelab.models import Add, ShortcutA, prunable_layers
 
 
 def contribution_moments(entry: dict, with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

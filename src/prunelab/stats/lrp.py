@@ -35,11 +35,20 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _module_globals
 
-from prunelab.stats.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
-from prunelab.stats.lrp_rules import (RelevanceFunction, ab_rule, is_signed, record_relevance, reduce_maps,
-                                      rule_backward, rule_forward, vjp)
 from prunelab.models.layers import Add, ShortcutA
 from prunelab.settings import method_defaults
+from prunelab.stats.lrp_rules import (  # noqa: F401  (public, re-exported)
+    EPS,
+    RelevanceFunction,
+    ab_rule,
+    alpha_beta_step,
+    is_signed,
+    record_relevance,
+    reduce_maps,
+    rule_backward,
+    rule_forward,
+    vjp,
+)
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _IDENTITY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)

@@ -1,4 +1,4 @@
-"""Pruning-aware training term R (regime `pat`, DESIGN §4): loss = task loss + β·R.
+"""Pruning-aware training term R (regime `pat`; docs/methods.md): loss = task loss + β·R.
 
 Forward hooks on every prunable layer keep the layer's input a of the latest forward (graph attached);
 `value()` turns them into R with gradient to the weights (and, through a, to earlier layers).
