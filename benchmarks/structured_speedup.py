@@ -80,7 +80,8 @@ def bench(name: str, options: dict, args) -> dict:
     torch.manual_seed(0)
     dense = build_model(arch).eval()
     example = torch.randn(2, *IN_SHAPE)
-    pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example, prune={"scope": args.scope, "round_to": args.round_to})
+    pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example,
+                                       {"scope": args.scope, "round_to": args.round_to})
     pruned.eval()
     macs_d, macs_p = count_macs(dense, IN_SHAPE), count_macs(pruned, IN_SHAPE)
     theo = macs_d / macs_p

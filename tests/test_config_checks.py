@@ -360,7 +360,8 @@ def test_structured_reachability_matches_the_pruner(arch, min_keep, round_to, sc
     scores = {n: {"unstructured": None, "structured": torch.rand(m.weight.shape[0], generator=gen)}
               for n, m in prunable_layers(model)}
     for r in (0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9):
-        _, _, stats = select_structured_groups(model, scores, r, {"scope": scope, "min_keep_units": min_keep, "round_to": round_to},
+        prune = {"scope": scope, "min_keep_units": min_keep, "round_to": round_to}
+        _, _, stats = select_structured_groups(model, scores, r, prune,
                                                example_input=torch.zeros(2, 1, 8, 8))
         cfg = filled(changed(("archs", {arch: spec}), ("granularities", {"structured": [r]}),
                              ("prune", {"min_keep_units": min_keep, "round_to": round_to, "scope": scope})))

@@ -72,7 +72,8 @@ def test_global_rounding_only_restores_the_best_removed_units(ratio):
     model = model_of(arch("mlp", (1, 8, 8), hidden=[40, 27, 12]))
     scores = random_scores(model, seed=1)
     plain = select_structured(model, scores, ratio)
-    assert all(torch.equal(plain[n], v) for n, v in select_structured(model, scores, ratio, prune={"round_to": 1}).items())
+    unrounded = select_structured(model, scores, ratio, prune={"round_to": 1})
+    assert all(torch.equal(plain[n], v) for n, v in unrounded.items())
     rounded = select_structured(model, scores, ratio, prune={"round_to": 8})
     for n, m in prunable_layers(model):
         if n not in plain:
@@ -99,7 +100,8 @@ def test_coupled_groups_round_on_their_mean_score():
     x = torch.randn(1, 3, 16, 16)
     scores = random_scores(model, seed=2)
     stream = ("layer2.0.conv2", "layer2.0.shortcut.conv", "layer2.1.conv2", "layer2.2.conv2")  # 32 channels
-    remove = select_structured(model, scores, 0.3, residual="all", example_input=x, prune={"scope": "layerwise", "round_to": 8})
+    remove = select_structured(model, scores, 0.3, {"scope": "layerwise", "round_to": 8}, residual="all",
+                               example_input=x)
     s = scores["layers"]
     mean = torch.stack([s[n]["structured"] / s[n]["structured"].norm() for n in stream]).mean(0)
     want = top_kept(mean, ceil_to(32 - math.floor(0.3 * 32 + 0.5), 8, 32))  # 22 kept -> 24

@@ -81,7 +81,8 @@ def test_pruned_equals_masked_dense_and_rebuilds(name, in_shape, options, residu
 
 def test_mlp_macs_and_params_match_hand_counts():
     model, a = make("mlp", (1, 8, 8), hidden=[128, 64])  # 64 -> 128 -> 64 -> 10
-    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 1, 8, 8), prune={"scope": "layerwise"})
+    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 1, 8, 8),
+                                              prune={"scope": "layerwise"})
     assert new_arch["shapes"]["fc1"] == {"in": 64, "out": 64}
     assert new_arch["shapes"]["fc2"] == {"in": 64, "out": 32}
     assert new_arch["shapes"]["fc3"] == {"in": 32, "out": 10}
@@ -92,7 +93,8 @@ def test_mlp_macs_and_params_match_hand_counts():
 
 def test_cnn_macs_match_hand_count():
     model, a = make("cnn", (3, 8, 8), widths=[16, 32, 64])
-    pruned, _, _ = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8), prune={"scope": "layerwise"})
+    pruned, _, _ = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8),
+                                    prune={"scope": "layerwise"})
     # conv1 3->8 and conv2 8->16 on 8x8, pool, conv3 16->32 on 4x4 (3x3 kernels), fc 32->10
     hand = 8 * 8 * 8 * 3 * 9 + 8 * 8 * 16 * 8 * 9 + 4 * 4 * 32 * 16 * 9 + 32 * 10
     assert count_macs(pruned, [3, 8, 8]) == hand
@@ -132,7 +134,8 @@ def test_equivalence_failure_is_reported(monkeypatch):
 
 def test_classifier_ignore_and_min_keep_physically():
     model, a = make("vgg11", (3, 32, 32))
-    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.99, torch.randn(1, 3, 32, 32), prune={"min_keep_units": 2, "ignore_layers": ["features.0"]})
+    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.99, torch.randn(1, 3, 32, 32),
+                                              prune={"min_keep_units": 2, "ignore_layers": ["features.0"]})
     assert pruned.classifier.out_features == 10
     assert new_arch["shapes"]["features.0"]["out"] == 64
     kept = [m.weight.shape[0] for n, m in prunable_layers(pruned) if n not in ("features.0", "classifier")]

@@ -13,17 +13,8 @@ import inspect
 import math
 
 from prunelab.checks.data import ConfigError, few
-from prunelab.models import (
-    DENSE_ONLY,
-    MODELS,
-    TV_PREFIX,
-    Add,
-    ShortcutA,
-    build_model,
-    classifier_name,
-    model_names,
-    prunable_layers,
-)
+from prunelab.models import (DENSE_ONLY, MODELS, TV_PREFIX, Add, ShortcutA, build_model, classifier_name, model_names,
+                             prunable_layers)
 from prunelab.pruning.gradual import auto_ignore
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).

@@ -38,16 +38,8 @@ from torch import nn
 
 from prunelab.data import calibration_subset
 from prunelab.methods import score_model
-from prunelab.models import (
-    TV_PREFIX,
-    architecture,
-    architecture_for,
-    build_model,
-    classifier_name,
-    init_weights,
-    place,
-    prunable_layers,
-)
+from prunelab.models import (TV_PREFIX, architecture, architecture_for, build_model, classifier_name, init_weights,
+                             place, prunable_layers)
 from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs

@@ -9,16 +9,8 @@ from ..provenance import provenance_warnings
 from . import figures as F, figures_extra as FX, ranking as RK
 from .agreement import agreement_frame, agreement_mean
 from .collect import annotate, csv_frame, load_metrics, load_scores
-from .render import (
-    Section,
-    agreement_sections,
-    baseline_section,
-    comparison_text,
-    md_section,
-    reference_section,
-    summary_sections,
-    tex_section,
-)
+from .render import (Section, agreement_sections, baseline_section, comparison_text, md_section, reference_section,
+                     summary_sections, tex_section)
 from .style import save
 from .tables import baseline_frame, keyed, reference_frame, select_rows, summary_frame
 

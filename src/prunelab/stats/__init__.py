@@ -241,9 +241,9 @@ def collect_statistics(model: nn.Module, x_float: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros(num_classes, dtype=torch.float64)
     relevance, handles = {}, []
     if "relevance" in needs:
-        from prunelab.stats.lrp import RelevanceSession, lrp_rule  # lazy: LRP only when frs is configured
+        from prunelab.stats.lrp import RelevanceSession, ab_parameters  # lazy: LRP only when frs is configured
 
-        lrp_alpha, lrp_beta = lrp_rule(lrp_alpha, lrp_beta)
+        lrp_alpha, lrp_beta = ab_parameters(lrp_alpha, lrp_beta)
         lrp = RelevanceSession(model, alpha=lrp_alpha, beta=lrp_beta)  # set up once for all batches
         handles.append(lrp)                                              # closed (forwards restored) in `finally`
     try:
@@ -304,8 +304,8 @@ def load_statistics(path: str | Path) -> dict:
 
 
 
-def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str], stats_cfg: StatsSettings | dict,
-                                seed: int, device, lrp: dict | None = None) -> dict:
+def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str],
+                                stats_cfg: StatsSettings | dict, seed: int, device, lrp: dict | None = None) -> dict:
     """Statistics `needs` (see prunelab.methods.required_statistics) of a trained model on its calibration subset.
 
     lrp: {"alpha", "beta"} of the LRP-αβ rule, for the "relevance" statistic (the frs method's options).

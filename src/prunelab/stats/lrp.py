@@ -36,19 +36,9 @@ import torch.nn as nn
 from torch.nn.modules import module as _module_globals
 
 from prunelab.models.layers import Add, ShortcutA
-from prunelab.settings import method_defaults
-from prunelab.stats.lrp_rules import (  # noqa: F401  (public, re-exported)
-    EPS,
-    RelevanceFunction,
-    ab_rule,
-    alpha_beta_step,
-    is_signed,
-    record_relevance,
-    reduce_maps,
-    rule_backward,
-    rule_forward,
-    vjp,
-)
+from prunelab.stats.lrp_rules import EPS, alpha_beta_step  # noqa: F401  (public, re-exported)
+from prunelab.stats.lrp_rules import (RelevanceFunction, ab_parameters, ab_rule, is_signed, record_relevance,
+                                      reduce_maps, rule_backward, rule_forward, vjp)
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _IDENTITY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Identity)
@@ -115,12 +105,6 @@ def _check_input(t: torch.Tensor, where: tuple[str, nn.Module]) -> None:
         stack.extend(n for n, _ in node.next_functions)
 
 
-def lrp_rule(alpha: float | None, beta: float | None) -> tuple[float, float]:
-    """(α, β) of the LRP-αβ rule: None takes the frs method's option from the schema (methods.frs)."""
-    options = method_defaults("frs")
-    return (options["alpha"] if alpha is None else alpha, options["beta"] if beta is None else beta)
-
-
 class RelevanceSession:
     """LRP-αβ passes over many batches of one model: rules checked, forwards patched and αβ weights prepared
     once; the graph is checked for functional ops on the first pass only (a static graph is assumed after it).
@@ -140,7 +124,7 @@ class RelevanceSession:
 
     def __init__(self, model: nn.Module, alpha: float | None = None, beta: float | None = None,
                  init: str = "onehot", reduce: bool = True, input_relevance: bool = False):
-        alpha, beta = lrp_rule(alpha, beta)
+        alpha, beta = ab_parameters(alpha, beta)
         if init not in ("onehot", "logit"):
             raise ValueError(f"frs/LRP: init must be 'onehot' or 'logit', got {init!r}")
         if not (alpha >= 1 and beta >= 0):
@@ -395,7 +379,8 @@ def _hooked(modules) -> bool:
 
 
 def relevance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None,
-              beta: float | None = None, init: str = "onehot", reduce: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+              beta: float | None = None, init: str = "onehot",
+              reduce: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """LRP-αβ of a batch. x: B×... input, y: B class indices.
 
     Returns ({layer: relevance at that Conv2d/Linear's output}, relevance at the input, shape of x).

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from prunelab.models.layers import Add
+from prunelab.settings import method_defaults
 
 EPS = 1e-9
 _RESHAPE = (nn.Flatten, nn.Unflatten)
@@ -226,3 +227,9 @@ class RelevanceFunction(torch.autograd.Function):
     def backward(ctx, r):
         saved, ctx.saved = ctx.saved, None
         return (None, None, None, None) + rule_backward(*ctx.lrp, saved, r, ctx.needs_input_grad[4:])
+
+
+def ab_parameters(alpha: float | None, beta: float | None) -> tuple[float, float]:
+    """(α, β) of the LRP-αβ rule: None takes the frs method's option from the schema (methods.frs)."""
+    options = method_defaults("frs")
+    return (options["alpha"] if alpha is None else alpha, options["beta"] if beta is None else beta)
