@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from prunelab.measure.deploy import inference_model, latency_form
 from prunelab.measure import count_macs, count_params
+from prunelab.measure.deploy import inference_model, latency_form
 from prunelab.models import build_model, prunable_layers
 from prunelab.pruning.removal import prune_structured
 

@@ -19,8 +19,15 @@ import pytest
 import yaml
 
 from test_faults import (  # shared workflow helpers (see the top of test_faults.py)
-    EXP, REPO, assert_same_results, job_blocks, make_workdir, run_snakemake, tiny_reference,  # noqa: F401
-    tiny_targets, workflow_env,
+    EXP,  # noqa: F401
+    REPO,
+    assert_same_results,
+    job_blocks,
+    make_workdir,
+    run_snakemake,
+    tiny_reference,
+    tiny_targets,
+    workflow_env,
 )
 
 SCRIPTS = REPO / "tests" / "cluster"

@@ -294,9 +294,9 @@ def test_unit_counts_match_torch_pruning_groups(name, in_shape):
     """The unit counts behind the reachability checks equal torch-pruning's dependency groups (no residual)."""
     import torch
 
-    from prunelab.pruning.gradual import auto_ignore
     from prunelab.models import build_model, classifier_name, prunable_layers
     from prunelab.models.graph import structured_groups
+    from prunelab.pruning.gradual import auto_ignore
 
     arch = {"name": name, "options": {}, "in_shape": in_shape, "num_classes": 10}
     model = build_model(arch).eval()

@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.methods import score_model
+from prunelab.methods import required_statistics, score_model
 from prunelab.methods.contribution import Consumer, downstream_consumers
 from prunelab.models import Add, build_model, classifier_name, prunable_layers
 from prunelab.pruning.selection import validate_scores
-from prunelab.methods import required_statistics
 from prunelab.stats import CONTRIBUTION_EPS, collect_statistics
 
 MEAN_ONLY = {"contribution_mean"}

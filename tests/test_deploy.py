@@ -5,13 +5,13 @@ import jsonschema
 import pytest
 import torch
 import yaml
+from test_structured import make
 from torch import nn
 
 from conftest import REPO, TINY
-from prunelab.measure.deploy import compile_problem, inference_model, latency_form
 from prunelab.jobs import Job, check_latency_settings
+from prunelab.measure.deploy import compile_problem, inference_model, latency_form
 from prunelab.measure.latency import latency_ms
-from test_structured import make
 
 ARCHS = [("mlp", (1, 8, 8), {}), ("lenet5", (1, 28, 28), {}), ("vgg11", (3, 32, 32), {}),
          ("resnet20", (3, 16, 16), {"shortcut": "A"}), ("resnet20", (3, 16, 16), {"shortcut": "B"})]

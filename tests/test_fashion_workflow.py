@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import make_workdir, snakemake
-from prunelab.data.formats import locate_idx, SYSTEM_FOLDERS
+from prunelab.data.formats import SYSTEM_FOLDERS, locate_idx
 
 pytestmark = pytest.mark.e2e
 CONFIG = Path(__file__).parent / "configs" / "fashion_tiny.yaml"

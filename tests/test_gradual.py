@@ -9,14 +9,15 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.pruning.gradual import auto_ignore, ChannelKeeper, GradualFRS, train_gradual
-from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
-from prunelab.io import load_model
-from prunelab.models import build_model
 from prunelab.data import split_tensors
-from prunelab.models import architecture_for
+from prunelab.io import load_model
+from prunelab.models import architecture_for, build_model, prunable_layers
+from prunelab.models.graph import structured_groups
+from prunelab.pruning.gradual import ChannelKeeper, GradualFRS, auto_ignore, select_channels, train_gradual
+from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
+from prunelab.pruning.selection import select_structured
 from prunelab.records import METRICS_KEYS
-from prunelab.training import seed_everything, SGD, train_model
+from prunelab.training import SGD, seed_everything, train_model
 
 CNN = {"name": "cnn", "options": {"widths": [8, 8, 8]}}
 CONVS = ("conv1", "conv2", "conv3")
@@ -79,8 +80,8 @@ def test_keeper_holds_channels_through_momentum_and_weight_decay():
 
 
 def test_each_step_masks_exactly_x_lowest_frs_channels_and_they_stay_zero(data):
-    from prunelab.methods import score_model
     from prunelab.data import calibration_subset
+    from prunelab.methods import score_model
     from prunelab.stats import collect_statistics
 
     arch = architecture_for(CNN, data)
@@ -176,3 +177,22 @@ def test_workflow_writes_gradual_metrics(tmp_path):
     assert (wd / out / "run.json").exists()
     assert (wd / f"results/{cfg['experiment']}/logs/train_gradual/cnn/seed0/frs/r0.50.log").exists()
     shutil.rmtree(wd / "results")
+
+
+@pytest.mark.parametrize("ratio,min_keep", [(0.3, 1), (0.5, 2), (0.75, 1)])
+def test_a_gradual_step_on_fresh_channels_is_the_one_shot_global_selection(ratio, min_keep):
+    """One global ranking for one-shot and gradual: on a model with every channel alive, a gradual step of
+    round(ratio × N) channels removes exactly what one-shot structured selection at `ratio` removes."""
+    seed_everything(0)
+    model = build_model({**CNN, "in_shape": [1, 8, 8], "num_classes": 4}).eval()
+    gen = torch.Generator().manual_seed(1)
+    scores = {n: {"unstructured": None, "structured": torch.rand(m.weight.shape[0], generator=gen)}
+              for n, m in prunable_layers(model)}
+    groups = [g for g in structured_groups(model, None, "inner") if g["members"] != ["fc"]]
+    keep = {n: torch.ones(g["units"], dtype=torch.bool) for g in groups for n in g["members"]}
+    n_total = sum(g["units"] * len(g["members"]) for g in groups)
+    gradual = select_channels(scores, groups, keep, round(ratio * n_total), min_keep)
+    one_shot = select_structured(model, scores, ratio, {"min_keep_units": min_keep})
+    assert set(gradual) == set(one_shot)
+    assert all(torch.equal(gradual[n], one_shot[n]) for n in one_shot)
+    assert sum(len(v) for v in one_shot.values()) > 0

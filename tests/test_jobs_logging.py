@@ -76,8 +76,7 @@ def test_training_logs_epoch_progress_and_time_left(data, caplog):
 
     import torch
 
-    from prunelab.models import build_model
-    from prunelab.models import architecture_for
+    from prunelab.models import architecture_for, build_model
     from prunelab.training import train_model
 
     torch.manual_seed(0)
@@ -111,8 +110,7 @@ def test_format_seconds(seconds, text):
 def test_statistics_pass_logs_what_it_computed(data, caplog):
     import torch
 
-    from prunelab.models import build_model
-    from prunelab.models import architecture_for
+    from prunelab.models import architecture_for, build_model
     from prunelab.stats import collect_baseline_statistics
 
     model = build_model(architecture_for({"name": "mlp", "options": {"hidden": [8]}}, data))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunelab.measure.evaluation import cost_fields, dense_summary
-from prunelab.measure.latency import dense_latency, DenseLatency, interleaved_ms, ratio_summary
+from prunelab.measure.latency import DenseLatency, dense_latency, interleaved_ms, ratio_summary
 
 
 def test_outlier_round_does_not_own_the_speedup():

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunelab.stats.lrp import EPS, alpha_beta_step, relevance, unit_relevance
 from prunelab.models import Add, ShortcutA, build_model, prunable_layers
+from prunelab.stats.lrp import EPS, alpha_beta_step, relevance, unit_relevance
 
 
 def brute_alpha_beta(a, w, r, alpha, beta):

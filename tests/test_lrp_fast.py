@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from prunelab.models import build_model, prunable_layers
 from prunelab.stats.lrp import RelevanceSession, relevance, unit_relevance
 from prunelab.stats.lrp_rules import EPS, _AlphaBeta, alpha_beta_step
-from prunelab.models import build_model, prunable_layers
 
 CONVS = [dict(stride=s, padding=p, dilation=d, groups=g)
          for s, p, d, g in itertools.product((1, 2), (0, 1), (1, 2), (1, 2))]

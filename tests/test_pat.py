@@ -8,13 +8,10 @@ import torch
 import yaml
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.data import prepare_dataset
-from prunelab.models import build_model
-from prunelab.data import split_tensors
-from prunelab.models import architecture_for
-from prunelab.training import train_baseline
-from prunelab.training.regularizers import ContributionRegularizer, KINDS
-from prunelab.training import seed_everything, train_model
+from prunelab.data import prepare_dataset, split_tensors
+from prunelab.models import architecture_for, build_model
+from prunelab.training import seed_everything, train_baseline, train_model
+from prunelab.training.regularizers import KINDS, ContributionRegularizer
 
 CNN = {"name": "cnn", "options": {"widths": [4, 8, 8]}}   # conv + BN + linear: every hook type
 MLP = {"name": "mlp", "options": {"hidden": [32, 16]}}

@@ -8,7 +8,7 @@ from torch import nn
 
 from prunelab.models import build_model, prunable_layers
 from prunelab.models.graph import structured_groups
-from prunelab.pruning.masks import apply_masks, MaskKeeper, prune_unstructured
+from prunelab.pruning.masks import MaskKeeper, apply_masks, prune_unstructured
 from prunelab.pruning.schedules import iterative_ratios
 from prunelab.pruning.selection import select_structured, select_unstructured, validate_scores
 from prunelab.settings import PruneSettings

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from prunelab.models import build_model
-from prunelab.training.regularizers import ContributionRegularizer
 from prunelab.stats import CONTRIBUTION_EPS
+from prunelab.training.regularizers import ContributionRegularizer
 
 
 def net() -> nn.Sequential:

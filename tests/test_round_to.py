@@ -10,11 +10,11 @@ import torch
 import yaml
 
 from conftest import REPO, TINY
+from prunelab.jobs.pruning import prune_model
 from prunelab.methods import score_model
 from prunelab.models import build_model, prunable_layers
-from prunelab.pruning.selection import select_structured
-from prunelab.jobs.pruning import prune_model
 from prunelab.pruning.removal import prune_structured
+from prunelab.pruning.selection import select_structured
 
 CPU = torch.device("cpu")
 

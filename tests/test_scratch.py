@@ -9,12 +9,11 @@ import yaml
 from torch import nn
 
 from conftest import TINY, make_workdir, snakemake
-from prunelab.pruning.gradual import scratch_model, train_scratch
 from prunelab.io import load_model
-from prunelab.models import build_model, prunable_layers
-from prunelab.models import architecture_for
-from prunelab.records import METRICS_KEYS
+from prunelab.models import architecture_for, build_model, prunable_layers
+from prunelab.pruning.gradual import scratch_model, train_scratch
 from prunelab.pruning.removal import prune_structured
+from prunelab.records import METRICS_KEYS
 
 
 @pytest.fixture(scope="module")

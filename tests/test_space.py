@@ -12,8 +12,8 @@ from scipy import stats
 from conftest import TINY, make_workdir, snakemake
 from prunelab.measure import count_macs
 from prunelab.models import build_model, prunable_layers
+from prunelab.pruning.space import SpaceModel, build_subnetwork, sample_counts, sample_rng, summarize_space
 from prunelab.records import METRICS_KEYS
-from prunelab.pruning.space import build_subnetwork, sample_counts, sample_rng, SpaceModel, summarize_space
 
 ARCHS = {
     "cnn": ({"name": "cnn", "options": {"widths": [16, 32, 64]}}, [1, 8, 8]),

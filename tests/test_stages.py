@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from prunelab.io import load_model, save_model
-from prunelab.methods import score_model
-from prunelab.training import train_baseline
 from prunelab.jobs.pruning import finetune_model, prune_model, rescorer
+from prunelab.methods import score_model
 from prunelab.pruning.masks import masks_hold
 from prunelab.pruning.schedules import finetune_split
+from prunelab.training import train_baseline
 
 CPU = torch.device("cpu")
 

@@ -6,10 +6,9 @@ import hashlib
 import json
 import subprocess
 
-from prunelab.provenance import provenance_warnings
-from prunelab.records import git_state, METRICS_KEYS, source_hash, tree_hash
-
 from conftest import REPO
+from prunelab.provenance import provenance_warnings
+from prunelab.records import METRICS_KEYS, git_state, source_hash, tree_hash
 
 
 def git(repo, *args):

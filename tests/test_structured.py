@@ -6,11 +6,11 @@ from torch import nn
 
 import prunelab.pruning.removal as structured
 from prunelab.measure import count_macs, count_params
-from prunelab.models import build_model, prunable_layers
-from prunelab.pruning.selection import select_structured
 from prunelab.measure.deploy import EquivalenceError, fold_batchnorm
+from prunelab.models import build_model, prunable_layers
 from prunelab.models.graph import following_bn
 from prunelab.pruning.removal import masked_dense_model, prune_structured
+from prunelab.pruning.selection import select_structured
 
 
 def make(name, in_shape, **options):

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from test_faults import (  # shared workflow helpers and runs (see the top of test_faults.py)
-    EXP, REPO, free_port, make_workdir, run_snakemake, tiny_live_server, tiny_reference,  # noqa: F401
+    EXP,  # noqa: F401
+    REPO,
+    free_port,
+    make_workdir,
+    run_snakemake,
+    tiny_live_server,
+    tiny_reference,
     workflow_env,
 )
 

@@ -72,8 +72,8 @@ def test_sync_uses_mlflow_conventions(tmp_path, caplog):
         assert sync_results(res, uri, EXP) == {"logged": 1, "skipped": 3, "replaced": 1}
     assert "1 runs logged (1 of them replacing a stale run), 3 skipped" in caplog.text
 
-    from prunelab.report.__main__ import main as cli
     from prunelab.report import build_report
+    from prunelab.report.__main__ import main as cli
 
     assert cli(["--from-mlflow", uri, "--experiment", EXP, "--out", str(tmp_path / "ml"), "--no-figures"]) == 0
     build_report(sorted(res.rglob("metrics.json")), tmp_path / "files", figures=False)

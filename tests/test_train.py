@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunelab.training import train_baseline
-from prunelab.training import lr_at, SGD
+from prunelab.training import SGD, lr_at, train_baseline
 
 
 @pytest.mark.parametrize("momentum,wd,nesterov", [(0.0, 0.0, False), (0.9, 5e-4, False), (0.9, 1e-3, True)])
@@ -60,8 +59,7 @@ def test_best_validation_epoch_is_selected(data):
 
 
 def test_steps_per_epoch_caps_the_optimiser_steps_of_each_epoch(data):
-    from prunelab.models import build_model
-    from prunelab.models import architecture_for
+    from prunelab.models import architecture_for, build_model
     from prunelab.training import train_model
 
     spec = {"name": "mlp", "options": {"hidden": [16]}}

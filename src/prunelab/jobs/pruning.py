@@ -20,7 +20,7 @@ from prunelab.data import calibration_subset, load_prepared
 from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, script_params
 from prunelab.measure.evaluation import dense_reference, model_fields
-from prunelab.methods import required_statistics, score_model
+from prunelab.methods import GRANULARITIES, required_statistics, score_model
 from prunelab.models import classifier_name, pick_device, place, prunable_layers
 from prunelab.pruning.masks import MaskKeeper, masks_hold, prune_unstructured
 from prunelab.pruning.removal import prune_selected
@@ -31,7 +31,6 @@ from prunelab.stats import collect_baseline_statistics
 from prunelab.training import train_model
 
 log = logging.getLogger("prunelab.jobs.pruning")
-GRANULARITIES = ("unstructured", "structured")
 
 
 def _with_masks(masks: dict | None) -> dict:
