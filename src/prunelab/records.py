@@ -70,25 +70,3 @@ def empty_record(**fields) -> dict:
     if rec["stage"] not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {rec['stage']!r}")
     return rec
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -291,7 +291,6 @@ def augment_batch(x: torch.Tensor, crop_padding: int, hflip: bool, generator: to
     return crop_flip(x, offsets, flip, crop_padding)
 
 
-
 def split_tensors(data: dict, split: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised float images (N×C×H×W) and labels of one split, on `device`."""
     d = data[split]

@@ -9,7 +9,7 @@ from pathlib import Path
 from prunelab.data import calibration_subset, load_prepared
 from prunelab.io import load_model, load_torch, save_model
 from prunelab.jobs import Job, script_params
-from prunelab.measure.evaluation import dense_reference, model_fields, test_fields
+from prunelab.measure.evaluation import fields_against, test_fields
 from prunelab.models import architecture_for, build_model, pick_device
 from prunelab.pruning.gradual import train_gradual, train_scratch
 from prunelab.pruning.schedules import finetune_model
@@ -28,8 +28,7 @@ def train_gradual_job(smk) -> None:
                                               device, frs_cfg=p.frs, stats_cfg=p.stats, on_epoch=job.on_epoch)
     save_model(smk.output.model, model, arch, history=result.history, layer_kept=info["layer_kept"])
     dense = build_model(architecture_for(p.arch, data)).to(device)
-    dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
-    fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
+    fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="gradual", regime="standard", method="frs", granularity="structured",
                           epochs=p.train.epochs, wall_s=result.wall_s, best_epoch=result.best_epoch,
                           schedule="gradual", method_config=p.frs,
@@ -52,8 +51,7 @@ def train_scratch_job(smk) -> None:
                                   on_epoch=job.on_epoch)
     save_model(smk.output.model, model, arch, history=result.history)
     dense, _, _ = load_model(smk.input.dense, device)
-    dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
-    fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
+    fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None, epochs=epochs,
                           wall_s=result.wall_s, best_epoch=result.best_epoch, schedule="scratch",
                           layer_kept=pruned.get("layer_kept"), file_size_bytes=Path(smk.output.model).stat().st_size,
@@ -77,8 +75,7 @@ def pruning_space_job(smk) -> None:
     before = test_fields(model, data, device)["top1_test"] if p.space["init"] == "inherit" else None
     result = finetune_model(model, None, data, p.train, p.space["epochs"], device, seed, on_epoch=job.on_epoch)
     save_model(smk.output.model, model, new_arch, layer_kept=info["layer_kept"])
-    dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
-    fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)
+    fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="space", regime="standard", granularity="structured", space_regime=regime,
                           sample=sample, space_init=p.space["init"], space_seed=p.space["seed"],
                           layer_kept=info["layer_kept"], kept_units=info["kept_units"],

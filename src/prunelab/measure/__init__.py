@@ -1,4 +1,6 @@
-"""Model cost and accuracy measurements: parameters, MACs, latency, top-k.
+"""Model cost and accuracy measurements: parameters, MACs, latency, top-k. The fields of metrics.json are
+assembled in `evaluation` (one path for every job); `latency` times models interleaved with the dense one in
+the inference form of `deploy`.
 
 MACs count Conv2d and Linear multiply-accumulates for ONE input (batch 1); `flop_counter_macs` gives the same
 number from torch's own FLOP counter (`torch.utils.flop_counter.FlopCounterMode`, 2 FLOPs per MAC).

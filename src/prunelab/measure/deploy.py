@@ -74,7 +74,6 @@ def inference_model(model: nn.Module, device: torch.device | str, compiled: bool
     return folded
 
 
-
 class EquivalenceError(AssertionError):
     """The physically pruned model does not reproduce the masked dense model's logits."""
 

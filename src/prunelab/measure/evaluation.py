@@ -44,6 +44,12 @@ def dense_reference(dense_model: nn.Module, data: dict, device, latency_cfg: dic
     return dense_summary(dense_model, shape), dense_latency(dense_model, shape, device, latency_cfg)
 
 
+def fields_against(model: nn.Module, dense_model: nn.Module, data: dict, device, latency_cfg) -> dict:
+    """`model_fields` of `model` with `dense_model` as its size, MACs and latency reference (a job that measures
+    one model against its dense baseline)."""
+    dense_sizes, dense_timing = dense_reference(dense_model, data, device, latency_cfg)
+    return model_fields(model, data, dense_sizes, device, latency_cfg, dense_timing)
+
 
 def dense_summary(model: nn.Module, in_shape) -> dict:
     """Reference sizes of a dense model: {'params', 'prunable_weights', 'macs'} (MACs for one input)."""

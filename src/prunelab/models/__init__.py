@@ -144,17 +144,16 @@ def classifier_name(model: nn.Module) -> str:
     return linear[-1] if linear else layers[-1][0]
 
 
-# Import the families last: they register themselves with MODELS.
-from . import cnn, lenet, mlp, resnet, vgg  # noqa: E402,F401
-
-__all__ = [
-    "MODELS", "Add", "ShortcutA", "architecture", "build_model", "classifier_name", "init_weights",
-    "model_names", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
-]
-
-
-
 def architecture_for(spec: dict, data: dict) -> dict:
     """Architecture dict for a config entry {name, options} adapted to the dataset's input and classes."""
     return {"name": spec["name"], "options": dict(spec.get("options") or {}), "in_shape": list(data["in_shape"]),
             "num_classes": int(data["num_classes"]), "shapes": None}
+
+
+# Import the families last: they register themselves with MODELS.
+from . import cnn, lenet, mlp, resnet, vgg  # noqa: E402,F401
+
+__all__ = [
+    "MODELS", "Add", "ShortcutA", "architecture", "architecture_for", "build_model", "classifier_name", "init_weights",
+    "model_names", "pick_device", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
+]

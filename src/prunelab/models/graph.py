@@ -47,7 +47,6 @@ def following_bn(model: nn.Module, example_input: torch.Tensor | None = None) ->
     return out
 
 
-
 RESIDUAL = ("inner", "all")
 
 

@@ -52,10 +52,6 @@ from prunelab.training.regularizers import regularizer_loss
 log = logging.getLogger("prunelab.pruning.gradual")
 
 
-
-
-
-
 def auto_ignore(model: nn.Module, arch_name: str) -> list[str]:
     """Layers never pruned by gradual FRS on this architecture: VGG's first two convolutions."""
     if "vgg" not in arch_name.lower():

@@ -80,7 +80,6 @@ def prune_unstructured(model: nn.Module, scores: dict, ratio: float, prune: Prun
     return model, masks, info
 
 
-
 def masks_hold(model: nn.Module, masks: dict | None) -> bool:
     """True when every masked weight of `model` is exactly zero."""
     if not masks:

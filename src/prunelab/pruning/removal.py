@@ -1,9 +1,10 @@
 """Physical structured pruning with torch-pruning, checked against the masked dense model.
 
-`prune_structured` selects output units (`prunelab.pruning.selection.select_structured`), removes them physically with
-torch-pruning's DependencyGraph (which also shrinks the BN after each layer, the inputs of the layers that
-read it, residual adds and flatten -> linear), records the new sizes as data (`architecture`), and only
-returns once the pruned network reproduces the logits of the masked dense model.
+`prune_selected` removes a selection (`prunelab.pruning.selection.select_structured_groups`) physically with
+torch-pruning's DependencyGraph (built by `prunelab.models.graph.dependency_graph`; it also shrinks the BN after
+each layer, the inputs of the layers that read it, residual adds and flatten -> linear), records the new sizes
+as data (`architecture`), and only returns once the pruned network reproduces the logits of the masked dense
+model. `prune_structured` is selection and removal in one call.
 """
 
 from __future__ import annotations
@@ -47,10 +48,6 @@ def masked_dense_model(model: nn.Module, remove: dict[str, torch.Tensor],
             bn.weight[idx] = 0
             bn.bias[idx] = 0
     return ref
-
-
-
-
 
 
 def check_equivalence(pruned: nn.Module, reference: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> float:

@@ -303,7 +303,6 @@ def load_statistics(path: str | Path) -> dict:
     return stats
 
 
-
 def collect_baseline_statistics(model: nn.Module, data: dict, needs: list[str] | set[str],
                                 stats_cfg: StatsSettings | dict, seed: int, device, lrp: dict | None = None) -> dict:
     """Statistics `needs` (see prunelab.methods.required_statistics) of a trained model on its calibration subset.

@@ -198,7 +198,6 @@ def log_epoch(record: dict, epochs: int, elapsed_s: float) -> None:
              record["top1_train"], record["top1_val"], record["lr"])
 
 
-
 def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: torch.device,
                    regularizer_cfg: dict | None = None, on_epoch=None):
     """Train a dense model from scratch → (model, arch, result). regularizer_cfg (regime 'pat'):
