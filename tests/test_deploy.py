@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 import torch
 import yaml
-from test_structured import make
+from test_removal import make
 from torch import nn
 
 from conftest import REPO, TINY

@@ -1,4 +1,4 @@
-"""Selection and unstructured masks (prunelab.pruning.selection), checked against hand-computed references."""
+"""Selection and unstructured masks (prunelab.pruning.selection, .masks) against hand-computed references."""
 
 import math
 

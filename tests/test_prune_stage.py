@@ -1,4 +1,5 @@
-"""Pruning stages: one-shot and iterative schedules, the shared fine-tuning budget, bad requests refused early."""
+"""The pruning stage (prunelab.jobs.pruning.prune_model): one-shot and iterative schedules, the shared fine-tuning
+budget, bad requests refused early."""
 import subprocess
 import sys
 
