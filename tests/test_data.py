@@ -12,17 +12,8 @@ import torch
 from PIL import Image
 
 import prunelab.data.formats as dataset_files
-from prunelab.data import (
-    SPLITS,
-    augment_batch,
-    crop_flip,
-    draw_augment_params,
-    load_prepared,
-    normalize,
-    prepare_dataset,
-    save_prepared,
-    stratified_split,
-)
+from prunelab.data import (SPLITS, augment_batch, crop_flip, draw_augment_params, load_prepared, normalize,
+                           prepare_dataset, save_prepared, stratified_split)
 from prunelab.io import CorruptFileError
 
 # --------------------------------------------------------------------------- writers of the real formats

@@ -8,17 +8,8 @@ import torch.fx
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunelab.models import (
-    MODELS,
-    Add,
-    ShortcutA,
-    architecture,
-    build_model,
-    classifier_name,
-    model_names,
-    prunable_layers,
-    register_model,
-)
+from prunelab.models import (MODELS, Add, ShortcutA, architecture, build_model, classifier_name, model_names,
+                             prunable_layers, register_model)
 
 OWN = ["mlp", "lenet300_100", "cnn", "lenet5", "vgg11", "resnet20"]  # one per code path (vgg16, resnet56: same)
 

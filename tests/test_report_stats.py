@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prunelab.report.significance import (
-    adjust_p,
-    critical_difference,
-    detectable_difference,
-    friedman,
-    log_auc,
-    nemenyi_q,
-    paired_delta,
-    paired_power,
-)
+from prunelab.report.significance import (adjust_p, critical_difference, detectable_difference, friedman, log_auc,
+                                          nemenyi_q, paired_delta, paired_power)
 
 # Benjamini & Hochberg (1995), section 4: 15 p-values; at 0.05 BH rejects 4, Bonferroni 3 (Holm also 3).
 BH_EXAMPLE = [0.0201, 0.0001, 0.0004, 0.0019, 0.0095, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719,

@@ -9,14 +9,8 @@ from torch import nn
 from prunelab.io import CorruptFileError
 from prunelab.methods import required_statistics
 from prunelab.models import build_model
-from prunelab.stats import (
-    CONTRIBUTION_EPS,
-    STAT_NAMES,
-    activation_sources,
-    collect_statistics,
-    load_statistics,
-    save_statistics,
-)
+from prunelab.stats import (CONTRIBUTION_EPS, STAT_NAMES, activation_sources, collect_statistics, load_statistics,
+                            save_statistics)
 
 
 def small_convnet(stride=2) -> nn.Sequential:
