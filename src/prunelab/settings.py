@@ -107,9 +107,10 @@ class _Settings:
             return values
         section = section or cls.SECTION
         names = [f.name for f in dataclasses.fields(cls)]
-        defaults = {k: section_defaults(cls._owner(k, section))[k] for k in names
-                    if k in section_defaults(cls._owner(k, section))}
-        merged = {**defaults, **{k: v for k, v in dict(values or {}).items() if k in names}}
+        owners = {cls._owner(k, section) for k in names}
+        defaults = {o: section_defaults(o) for o in owners}
+        merged = {k: defaults[cls._owner(k, section)][k] for k in names if k in defaults[cls._owner(k, section)]}
+        merged.update({k: v for k, v in dict(values or {}).items() if k in names})
         return cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()})
 
     def replace(self, **changes):

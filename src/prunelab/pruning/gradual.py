@@ -37,14 +37,14 @@ import torch
 from torch import nn
 
 from prunelab.data import calibration_subset
-from prunelab.methods import score_model
+from prunelab.methods import get_method, score_model
 from prunelab.models import (TV_PREFIX, architecture, architecture_for, build_model, classifier_name, init_weights,
                              place, prunable_layers)
 from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
 from prunelab.pruning.selection import group_score, lowest_units, protect_best, validate_ratio
-from prunelab.settings import GradualSettings, StatsSettings, TrainSettings, method_defaults
+from prunelab.settings import GradualSettings, StatsSettings, TrainSettings
 from prunelab.stats import collect_statistics
 from prunelab.training import TrainResult, seed_everything, train_model
 from prunelab.training.regularizers import regularizer_loss
@@ -153,7 +153,7 @@ class GradualFRS:
                  cfg: GradualSettings | dict, frs_cfg: dict | None, stats_cfg: StatsSettings | dict, seed: int, device):
         cfg, self.stats_cfg = GradualSettings.of(cfg), StatsSettings.of(stats_cfg)
         self.ratio = validate_ratio(ratio)
-        self.frs_cfg = {**method_defaults("frs"), **(frs_cfg or {})}
+        self.frs_cfg = get_method("frs").resolve_config(frs_cfg)  # the registry's one merge of the defaults
         self.device = device
         self.num_classes = int(data["num_classes"])
         self.x, self.y = calibration_subset(data, self.stats_cfg.samples, seed, device)
