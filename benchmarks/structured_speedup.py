@@ -1,7 +1,7 @@
 """Theoretical (MACs) vs measured (CPU latency) speedup of physically pruned CIFAR models.
 
 Each model is pruned at 50 % of its prunable channels (ResNets: the blocks' inner convs) with magnitude scores
-(L1 norm of each filter, computed here) by `prunelab.pruning.removal.prune_structured`. Dense and pruned models are
+(L1 norm of each filter, computed here) by `prunelab.pruning.stage.prune_model`. Dense and pruned models are
 timed in the inference forms every job times them in (`prunelab.measure.deploy.inference_model`): "eager" = BN folded
 into the convs, channels-last on CPU; "compiled" = the same, compiled by TorchInductor with frozen weights
 (the job setting `latency.compile: true`). Latency is the median of repeated timed forward passes (3x32x32,
@@ -28,7 +28,7 @@ import torch
 from prunelab.measure import count_macs, count_params
 from prunelab.measure.deploy import inference_model, latency_form
 from prunelab.models import build_model, prunable_layers
-from prunelab.pruning.removal import prune_structured
+from prunelab.pruning.stage import prune_model
 
 MODELS = [("vgg11", {}), ("vgg16", {}), ("resnet20", {"shortcut": "A"}), ("resnet56", {"shortcut": "B"})]
 IN_SHAPE = [3, 32, 32]
@@ -80,8 +80,8 @@ def bench(name: str, options: dict, args) -> dict:
     torch.manual_seed(0)
     dense = build_model(arch).eval()
     example = torch.randn(2, *IN_SHAPE)
-    pruned, _, info = prune_structured(dense, arch, l1_scores(dense), args.ratio, example,
-                                       {"scope": args.scope, "round_to": args.round_to})
+    pruned, _, _, info = prune_model(dense, arch, l1_scores(dense), "structured", args.ratio,
+                                     prune={"scope": args.scope, "round_to": args.round_to}, example_input=example)
     pruned.eval()
     macs_d, macs_p = count_macs(dense, IN_SHAPE), count_macs(pruned, IN_SHAPE)
     theo = macs_d / macs_p
@@ -92,7 +92,7 @@ def bench(name: str, options: dict, args) -> dict:
         r["paired_over_theoretical"] = r["speedup_measured_paired"] / theo
         forms[form] = r
     return {"model": name, "options": options, "ratio_requested": args.ratio,
-            "ratio_achieved": info["ratio_achieved"], "scope": args.scope, "round_to": args.round_to, "residual": info["residual"],
+            "ratio_achieved": info["ratio_achieved"], "scope": args.scope, "round_to": args.round_to, "residual": "inner",
             "params_dense": count_params(dense), "params_pruned": count_params(pruned),
             "macs_dense": macs_d, "macs_pruned": macs_p, "speedup_theoretical": theo,
             "max_logit_diff": info["max_logit_diff"], "forms": forms}

@@ -17,6 +17,7 @@ from prunelab.pruning.gradual import ChannelKeeper, GradualFRS, auto_ignore, sel
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
 from prunelab.pruning.selection import select_structured
 from prunelab.records import METRICS_KEYS
+from prunelab.settings import GradualSettings
 from prunelab.training import SGD, seed_everything, train_model
 
 CNN = {"name": "cnn", "options": {"widths": [8, 8, 8]}}
@@ -38,7 +39,9 @@ def zero_channels(model) -> set:
 
 def test_schedule_and_budget():
     assert pruning_epochs(2, 6, 10) == [2, 4, 6]
-    assert pruning_epochs(2, None, 10) == [2, 4]          # stop_epoch null: half the run
+    assert GradualSettings.of({"stop_epoch": None}).stop_epoch_for(10) == 5   # null: half the run
+    assert GradualSettings.of({"stop_epoch": 3}).stop_epoch_for(10) == 3
+    assert pruning_epochs(2, GradualSettings.of({}).stop_epoch_for(10), 10) == [2, 4]
     assert pruning_epochs(3, 7, 8) == [3, 6]
     for bad in ((2, 10, 10), (4, 3, 10), (0, 3, 10)):
         with pytest.raises(ValueError):

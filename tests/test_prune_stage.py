@@ -1,4 +1,4 @@
-"""The pruning stage (prunelab.jobs.pruning.prune_model): one-shot and iterative schedules, the shared fine-tuning
+"""The pruning stage (prunelab.pruning.stage.prune_model): one-shot and iterative schedules, the shared fine-tuning
 budget, bad requests refused early."""
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from prunelab.io import load_model, save_model
-from prunelab.jobs.pruning import finetune_model, prune_model, rescorer
+from prunelab.pruning.schedules import finetune_model
+from prunelab.pruning.stage import prune_model, rescorer
 from prunelab.methods import score_model
 from prunelab.pruning.masks import masks_hold
 from prunelab.pruning.schedules import finetune_split
@@ -37,7 +38,7 @@ def test_iterative_reaches_target_with_nested_masks(trained):
     cfg = {"schedule": "iterative", "iterative_steps": 3, "scope": "global"}
     pruned, _, masks, info = prune_model(model, arch, scores, "unstructured", 0.8, data, cfg, CPU, seed=0,
                                          rescore=lambda m: seen.append(1) or score_model(m, None, "magnitude"),
-                                         finetune_cfg={"epochs": 3, "batch_size": 32, "lr": 0.01})
+                                         finetune={"epochs": 3, "batch_size": 32, "lr": 0.01})
     assert info["rounds"] == 3 and len(seen) == 2  # re-scored before rounds 2 and 3
     assert info["sparsity_achieved"] == pytest.approx(0.8, abs=0.01)
     assert masks_hold(pruned, masks)
@@ -57,7 +58,7 @@ def test_iterative_structured_removes_channels_in_rounds_to_the_oneshot_count(tr
     cfg = {"schedule": "iterative", "iterative_steps": 3, "scope": "global"}
     pruned, new_arch, masks, info = prune_model(model, arch, scores, "structured", 0.5, data, cfg, CPU, seed=0,
                                                 rescore=rescore,
-                                                finetune_cfg={"epochs": 3, "batch_size": 32, "lr": 0.01})
+                                                finetune={"epochs": 3, "batch_size": 32, "lr": 0.01})
     assert masks is None and info["rounds"] == 3 and len(info["removed_rounds"]) == 3
     assert widths[0] > widths[1] > sum(p.out_channels for n, p in pruned.named_modules() if n.startswith("conv"))
     assert info["n_prunable"] == once["n_prunable"] and info["n_removed"] == once["n_removed"]

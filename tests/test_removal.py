@@ -9,8 +9,15 @@ from prunelab.measure import count_macs, count_params
 from prunelab.measure.deploy import EquivalenceError, fold_batchnorm
 from prunelab.models import build_model, prunable_layers
 from prunelab.models.graph import following_bn
-from prunelab.pruning.removal import masked_dense_model, prune_structured
-from prunelab.pruning.selection import select_structured
+from prunelab.pruning.removal import masked_dense_model, prune_selected
+from prunelab.pruning.selection import select_structured, select_structured_groups
+
+
+def prune_physically(model, a, scores, ratio, x, prune=None, residual="inner"):
+    """The two primitives this module tests: selection, then physical removal → (pruned, new_arch, info)."""
+    remove, groups, counts = select_structured_groups(model, scores, ratio, prune, residual=residual, example_input=x)
+    pruned, new_arch, info = prune_selected(model, a, remove, groups, x)
+    return pruned, new_arch, {**counts, **info}
 
 
 def make(name, in_shape, **options):
@@ -55,7 +62,7 @@ def test_pruned_equals_masked_dense_and_rebuilds(name, in_shape, options, residu
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(4, *in_shape)
     scores = l1_scores(model)
-    pruned, new_arch, info = prune_structured(model, a, scores, 0.5, x, residual=residual)
+    pruned, new_arch, info = prune_physically(model, a, scores, 0.5, x, residual=residual)
     # independent reference: the masked dense model with the same selection
     remove = select_structured(model, scores, 0.5, residual=residual, example_input=x)
     assert info["removed"] == {n: idx.tolist() for n, idx in remove.items()}
@@ -81,7 +88,7 @@ def test_pruned_equals_masked_dense_and_rebuilds(name, in_shape, options, residu
 
 def test_mlp_macs_and_params_match_hand_counts():
     model, a = make("mlp", (1, 8, 8), hidden=[128, 64])  # 64 -> 128 -> 64 -> 10
-    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 1, 8, 8),
+    pruned, new_arch, info = prune_physically(model, a, l1_scores(model), 0.5, torch.randn(2, 1, 8, 8),
                                               prune={"scope": "layerwise"})
     assert new_arch["shapes"]["fc1"] == {"in": 64, "out": 64}
     assert new_arch["shapes"]["fc2"] == {"in": 64, "out": 32}
@@ -93,7 +100,7 @@ def test_mlp_macs_and_params_match_hand_counts():
 
 def test_cnn_macs_match_hand_count():
     model, a = make("cnn", (3, 8, 8), widths=[16, 32, 64])
-    pruned, _, _ = prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8),
+    pruned, _, _ = prune_physically(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8),
                                     prune={"scope": "layerwise"})
     # conv1 3->8 and conv2 8->16 on 8x8, pool, conv3 16->32 on 4x4 (3x3 kernels), fc 32->10
     hand = 8 * 8 * 8 * 3 * 9 + 8 * 8 * 16 * 8 * 9 + 4 * 4 * 32 * 16 * 9 + 32 * 10
@@ -129,12 +136,12 @@ def test_equivalence_failure_is_reported(monkeypatch):
     # a wrong reference (nothing masked) must make prune_structured refuse
     monkeypatch.setattr(structured, "masked_dense_model", lambda m, remove, x: m)
     with pytest.raises(EquivalenceError, match=r"max \|Δlogit\|"):
-        prune_structured(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8))
+        prune_physically(model, a, l1_scores(model), 0.5, torch.randn(2, 3, 8, 8))
 
 
 def test_classifier_ignore_and_min_keep_physically():
     model, a = make("vgg11", (3, 32, 32))
-    pruned, new_arch, info = prune_structured(model, a, l1_scores(model), 0.99, torch.randn(1, 3, 32, 32),
+    pruned, new_arch, info = prune_physically(model, a, l1_scores(model), 0.99, torch.randn(1, 3, 32, 32),
                                               prune={"min_keep_units": 2, "ignore_layers": ["features.0"]})
     assert pruned.classifier.out_features == 10
     assert new_arch["shapes"]["features.0"]["out"] == 64

@@ -10,11 +10,10 @@ import torch
 import yaml
 
 from conftest import REPO, TINY
-from prunelab.jobs.pruning import prune_model
 from prunelab.methods import score_model
 from prunelab.models import build_model, prunable_layers
-from prunelab.pruning.removal import prune_structured
 from prunelab.pruning.selection import select_structured
+from prunelab.pruning.stage import prune_model
 
 CPU = torch.device("cpu")
 
@@ -114,13 +113,14 @@ def test_coupled_groups_round_on_their_mean_score():
 
 
 # ------------------------------------------------------------------------------------------ physical removal
-def test_prune_structured_resnet20_widths_are_multiples_of_8():
+def test_pruned_resnet20_widths_are_multiples_of_8():
     a = arch("resnet20", (3, 32, 32), shortcut="A")
     model = model_of(a)
     x = torch.randn(4, 3, 32, 32)
     scores = random_scores(model, seed=3)
     # 0.6 layerwise would keep 6 / 13 / 26 of the inner convs' 16 / 32 / 64 channels; rounded: 8 / 16 / 32
-    pruned, new_arch, info = prune_structured(model, a, scores, 0.6, x, prune={"scope": "layerwise", "round_to": 8})
+    pruned, new_arch, _, info = prune_model(model, a, scores, "structured", 0.6, prune={"scope": "layerwise", "round_to": 8},
+                                            example_input=x)
     dense = dict(prunable_layers(model))
     inner = [n for n in dense if n.startswith("layer") and n.endswith(".conv1")]
     widths = {n: m.weight.shape[0] for n, m in prunable_layers(pruned)}
@@ -128,7 +128,7 @@ def test_prune_structured_resnet20_widths_are_multiples_of_8():
     for n in inner:
         assert info["removed"][n] == top_kept(scores["layers"][n]["structured"], widths[n]).tolist(), n
     assert info["round_to"] == 8 and info["ratio_requested"] == 0.6 and info["ratio_achieved"] == 0.5
-    assert info["max_logit_diff"] <= 1e-4 * 10  # prune_structured checked it against the masked dense model
+    assert info["max_logit_diff"] <= 1e-4 * 10  # prune_model checked it against the masked dense model
     fresh = build_model(new_arch).eval()
     fresh.load_state_dict(pruned.state_dict(), strict=True)
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_bad_round_to_is_refused_up_front(bad, data):
     with pytest.raises(ValueError, match=r"prune\.round_to: "):  # the schema's check, named
         select_structured(model, scores, 0.5, prune={"round_to": bad})
     with pytest.raises(ValueError, match="round_to"):
-        prune_structured(model, a, scores, 0.5, torch.randn(2, 1, 8, 8), prune={"round_to": bad})
+        prune_model(model, a, scores, "structured", 0.5, prune={"round_to": bad}, example_input=torch.randn(2, 1, 8, 8))
     rescored = []
     with pytest.raises(ValueError, match="round_to"):
         prune_model(model, a, scores, "structured", 0.5, data, {"round_to": bad, "schedule": "iterative"}, CPU, 0,

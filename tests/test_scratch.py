@@ -12,7 +12,7 @@ from conftest import TINY, make_workdir, snakemake
 from prunelab.io import load_model
 from prunelab.models import architecture_for, build_model, prunable_layers
 from prunelab.pruning.gradual import scratch_model, train_scratch
-from prunelab.pruning.removal import prune_structured
+from prunelab.pruning.stage import prune_model
 from prunelab.records import METRICS_KEYS
 
 
@@ -25,7 +25,7 @@ def pruned(data):
     scores = {n: {"unstructured": None, "structured": m.weight.detach().abs().flatten(1).sum(1)}
               for n, m in prunable_layers(model)}
     x = torch.randn(8, *arch["in_shape"])
-    return prune_structured(model, arch, scores, 0.5, x)[:2]
+    return prune_model(model, arch, scores, "structured", 0.5, example_input=x)[:2]
 
 
 def test_scratch_model_has_pruned_shapes_and_fresh_weights(pruned):

@@ -88,7 +88,7 @@ def test_a_job_builds_its_settings_from_the_validated_config_without_a_second_ch
         import sys
         import torch
         from prunelab.jobs import script_params
-        from prunelab.jobs.pruning import prune_model
+        from prunelab.pruning.stage import prune_model
         from prunelab.methods import score_model
         from prunelab.models import build_model
         from prunelab.settings import PruneSettings, section_defaults
@@ -106,7 +106,7 @@ def test_a_job_builds_its_settings_from_the_validated_config_without_a_second_ch
                 "mean": torch.tensor([0.5]), "std": torch.tensor([0.25]), "in_shape": [1, 8, 8], "num_classes": 3}
         scores = score_model(model, None, "magnitude")
         pruned, _, _, info = prune_model(model, arch, scores, "structured", 0.5, data, p.prune, "cpu", 0,
-                                         finetune_cfg=p.finetune)
+                                         finetune=p.finetune)
         assert all(m.out_channels % 2 == 0 for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)), info
         assert info["round_to"] == 2
         print("jsonschema" in sys.modules)

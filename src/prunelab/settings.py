@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,28 @@ class GradualSettings(_Settings):
     channels_per_step: int | None   # channels masked per step (None: the ratio spread evenly)
     ignore_layers: list             # layers never pruned (besides the automatic ones)
     min_keep_units: int             # channels each layer always keeps
+
+    def stop_epoch_for(self, epochs: int) -> int:
+        """The epoch after which the last pruning step runs: stop_epoch, or epochs // 2 when it is null."""
+        return epochs // 2 if self.stop_epoch is None else self.stop_epoch
+
+
+def recipe(config: dict, section: str, arch: str) -> dict:
+    """Settings of `section` ("train" or "finetune") for config arch `arch`: the arch's own keys
+    (`archs.<arch>.<section>`) over the top-level section."""
+    return {**config[section], **(config["archs"][arch].get(section) or {})}
+
+
+def round_half_up(x: float) -> int:
+    """The count a fraction of units or weights becomes: x rounded to the nearest integer, halves up (0.5 → 1;
+    Python's round() would give 0)."""
+    return int(math.floor(x + 0.5))
+
+
+def rounded_up(kept: int, units: int, round_to: int) -> int:
+    """A layer's kept units raised to the smallest multiple of `round_to` at least `kept`, capped at all its
+    `units` (prune.round_to)."""
+    return min(units, -(-kept // round_to) * round_to)
 
 
 def method_defaults(name: str) -> dict | None:

@@ -10,7 +10,7 @@ from prunelab.checks import models as model_checks
 from prunelab.checks import check_config, ConfigError
 from prunelab.methods import get_method, required_statistics
 from prunelab.methods.variants import expand_methods, select_variants
-from prunelab.settings import method_defaults
+from prunelab.settings import method_defaults, recipe as settings_recipe
 
 
 def allowed_keys(error):
@@ -338,8 +338,8 @@ def arch_spec(wc):
 
 
 def recipe(section, arch):
-    """Settings of `section` (train or finetune) for `arch`: the arch's own keys over the top-level ones."""
-    return {**config[section], **(config["archs"][arch].get(section) or {})}
+    """Settings of `section` (train or finetune) for `arch` (prunelab.settings.recipe)."""
+    return settings_recipe(config, section, arch)
 
 
 def train_config(wc):

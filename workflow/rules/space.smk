@@ -13,8 +13,9 @@ if len(set(SPACE_REGIMES)) != len(SPACE_REGIMES):
     raise WorkflowError(
         f"invalid config: space.regimes {SPACE['regimes']} collide at two decimals: {SPACE_REGIMES}"
     )
-# Training recipe of a sample, run for space.epochs: inherit fine-tunes, scratch trains like a baseline.
-SPACE_RECIPE = config["finetune"] if SPACE["init"] == "inherit" else config["train"]
+# Training recipe of a sample, run for space.epochs: inherit fine-tunes, scratch trains like a baseline; the
+# arch's own recipe (archs.<arch>.finetune / .train) over the top-level one, as for every other job.
+SPACE_SECTION = "finetune" if SPACE["init"] == "inherit" else "train"
 SPACE_SAMPLE = "{arch}/seed{seed}/regime{macs}/sample{sample}"
 SPACE_METRICS = [
     f"{R}/space/{a}/seed{s}/regime{m}/sample{i}/metrics.json"
@@ -57,7 +58,9 @@ rule pruning_space:
         **common_params(),
         # what a sample uses (not the regime list or sample count, which only pick jobs)
         space={k: SPACE[k] for k in ("init", "epochs", "seed")},
-        train={k: v for k, v in SPACE_RECIPE.items() if k != "epochs"},
+        train=lambda wc: {
+            k: v for k, v in recipe(SPACE_SECTION, wc.arch).items() if k != "epochs"
+        },
     script:
         "../../scripts/space_sample.py"
 

@@ -23,6 +23,7 @@ from prunelab.checks.models import check_arch, gradual_archs
 from prunelab.methods import get_method, method_names
 from prunelab.methods.variants import expand_methods
 from prunelab.models import DENSE_ONLY
+from prunelab.settings import GradualSettings, recipe
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -240,9 +241,8 @@ def arch_ratios(cfg: dict, arch: str) -> dict[str, list[float]]:
 
 def _epochs(cfg: dict, section: str, arch: str) -> tuple[int, str]:
     """(epochs, the key they come from) of `section` (train, finetune) for `arch` (its own value first)."""
-    own = cfg["archs"][arch].get(section) or {}
-    return (own["epochs"], f"archs.{arch}.{section}.epochs") if "epochs" in own else \
-        (cfg[section]["epochs"], f"{section}.epochs")
+    own = "epochs" in (cfg["archs"][arch].get(section) or {})
+    return recipe(cfg, section, arch)["epochs"], f"archs.{arch}.{section}.epochs" if own else f"{section}.epochs"
 
 
 def check_schedule(cfg: dict) -> None:
@@ -251,7 +251,7 @@ def check_schedule(cfg: dict) -> None:
     g, p = cfg["gradual"], cfg["prune"]
     for arch in gradual_archs(cfg) if g["enabled"] else []:
         epochs, key = _epochs(cfg, "train", arch)
-        stop = epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]
+        stop = GradualSettings.from_config(g).stop_epoch_for(epochs)
         what = f"{stop}" if g["stop_epoch"] is not None else f"null, i.e. {key} // 2 = {stop},"
         if stop >= epochs:
             raise ConfigError(f"config key 'gradual.stop_epoch': {what} must be below {key} ({epochs}); the "

@@ -16,6 +16,7 @@ from prunelab.checks.data import ConfigError, few
 from prunelab.models import (DENSE_ONLY, MODELS, TV_PREFIX, Add, ShortcutA, build_model, classifier_name, model_names,
                              prunable_layers)
 from prunelab.pruning.gradual import auto_ignore
+from prunelab.settings import GradualSettings, recipe, round_half_up, rounded_up
 
 # Models without a convolution: gradual pruning leaves them out unless gradual.archs names them (gradual.smk).
 
@@ -157,15 +158,12 @@ def _check_prunable(cfg: dict, key: str, name: str, model, layers: dict, head: s
 def _capped(r: float, sizes: list[int], keeps: list[int], scope: str) -> float | None:
     """The achieved ratio when prunelab.pruning.selection's per-layer minimum (`keeps`) caps ratio `r` so much that its
     two-decimal label is wrong, else None. global: min(round(r·N), N - Σkeep); layerwise: per layer."""
-    def rnd(x):
-        return math.floor(x + 0.5)
-
     total = sum(sizes)
     if scope == "layerwise":
-        target = sum(rnd(r * n) for n in sizes)
-        got = sum(min(rnd(r * n), n - k) for n, k in zip(sizes, keeps))
+        target = sum(round_half_up(r * n) for n in sizes)
+        got = sum(min(round_half_up(r * n), n - k) for n, k in zip(sizes, keeps))
     else:
-        target = rnd(r * total)
+        target = round_half_up(r * total)
         got = min(target, total - sum(keeps))
     return got / total if got < target and f"{got / total:.2f}" != f"{r:.2f}" else None
 
@@ -174,14 +172,11 @@ def _rounded_removal(widths: list[int], r: float, mku: int, rt: int, scope: str)
     """Units removed after rounding kept counts up to multiples of `rt` (prunelab.pruning.selection's rule): exact for
     layerwise scope; for global scope 0 when the target is below the smallest removal that survives rounding
     in any layer (whatever the scores), else None (depends on the scores)."""
-    def up(k, u):
-        return min(u, -(-k // rt) * rt)
-
     if scope == "layerwise":
-        return sum(u - up(u - min(math.floor(r * u + 0.5), u - min(mku, u)), u) for u in widths)
+        return sum(u - rounded_up(u - min(round_half_up(r * u), u - min(mku, u)), u, rt) for u in widths)
     # removing d units of a layer survives rounding iff u - d <= the largest multiple of rt below u
     smallest = [u - (u - 1) // rt * rt for u in widths if u - (u - 1) // rt * rt <= u - min(mku, u)]
-    return 0 if not smallest or math.floor(r * sum(widths) + 0.5) < min(smallest) else None
+    return 0 if not smallest or round_half_up(r * sum(widths)) < min(smallest) else None
 
 
 def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: str) -> None:
@@ -197,13 +192,12 @@ def _check_gradual(cfg: dict, key: str, name: str, model, layers: dict, head: st
     per_step = g["channels_per_step"]
     if per_step is None or name.startswith("tv:") or any(isinstance(m, (Add, ShortcutA)) for m in model.modules()):
         return
-    own = cfg["archs"][key].get("train") or {}
-    epochs = own["epochs"] if "epochs" in own else cfg["train"]["epochs"]
-    steps = (epochs // 2 if g["stop_epoch"] is None else g["stop_epoch"]) // g["interval"]
+    epochs = recipe(cfg, "train", key)["epochs"]
+    steps = GradualSettings.from_config(g).stop_epoch_for(epochs) // g["interval"]
     mku, total = cfg["prune"]["min_keep_units"], sum(widths)
     cap = sum(u - min(mku, u) for u in widths)
     for r in g["ratios"] or cfg["granularities"].get("structured") or []:
-        target = min(math.floor(r * total + 0.5), cap)
+        target = min(round_half_up(r * total), cap)
         if per_step * steps < target:
             raise ConfigError(f"config key 'gradual.channels_per_step': {steps} steps of {per_step} channels cannot "
                               f"reach ratio {r} on arch {key!r} ({target} of {total} channels); expected at least "

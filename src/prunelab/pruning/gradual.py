@@ -44,7 +44,7 @@ from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
 from prunelab.pruning.selection import group_score, lowest_units, protect_best, validate_ratio
-from prunelab.settings import GradualSettings, StatsSettings, TrainSettings
+from prunelab.settings import GradualSettings, StatsSettings, TrainSettings, round_half_up
 from prunelab.stats import collect_statistics
 from prunelab.training import TrainResult, seed_everything, train_model
 from prunelab.training.regularizers import regularizer_loss
@@ -172,8 +172,8 @@ class GradualFRS:
         self.min_keep = cfg.min_keep_units
         self.n_total = sum(g["units"] * len(g["members"]) for g in self.groups)
         cap = sum((g["units"] - min(self.min_keep, g["units"])) * len(g["members"]) for g in self.groups)
-        self.target = min(int(math.floor(self.ratio * self.n_total + 0.5)), cap)
-        self.epochs_at = pruning_epochs(cfg.interval, cfg.stop_epoch, int(epochs))
+        self.target = min(round_half_up(self.ratio * self.n_total), cap)
+        self.epochs_at = pruning_epochs(cfg.interval, cfg.stop_epoch_for(int(epochs)), int(epochs))
         self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg.channels_per_step)
         members = [n for g in self.groups for n in g["members"]]
         self.keeper = ChannelKeeper(model, members, following_bn(model, self.example))

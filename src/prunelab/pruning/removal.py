@@ -4,7 +4,7 @@
 torch-pruning's DependencyGraph (built by `prunelab.models.graph.dependency_graph`; it also shrinks the BN after
 each layer, the inputs of the layers that read it, residual adds and flatten -> linear), records the new sizes
 as data (`architecture`), and only returns once the pruned network reproduces the logits of the masked dense
-model. `prune_structured` is selection and removal in one call.
+model. `prunelab.pruning.stage.prune_model` is the pruning stage that uses both.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from torch import nn
 from prunelab.measure.deploy import EquivalenceError, logits_difference
 from prunelab.models import architecture, prunable_layers
 from prunelab.models.graph import dependency_graph, following_bn, out_pruning_fn
-from prunelab.pruning.selection import select_structured_groups
-from prunelab.settings import PruneSettings
 
 
 @torch.no_grad()
@@ -110,19 +108,3 @@ def prune_selected(model: nn.Module, arch: dict, remove: dict[str, torch.Tensor]
             "groups": [g["members"] for g in groups], "max_logit_diff": diff}
     return pruned, architecture(pruned, arch), info
 
-
-def prune_structured(model: nn.Module, arch: dict, scores: dict, ratio: float, example_input: torch.Tensor,
-                     prune: PruneSettings | dict | None = None, normalize: str | None = "l2",
-                     residual: str = "inner", tol: float = 1e-4):
-    """Select (`select_structured`, same arguments) and physically remove (`prune_selected`) → (pruned,
-    new_arch, info); info as prune_selected's plus ratio_requested, ratio_achieved (removed / prunable units,
-    below the request where round_to keeps more), n_prunable, n_removed, scope, min_keep, round_to, normalize,
-    residual."""
-    if not isinstance(example_input, torch.Tensor):
-        raise ValueError(f"example_input must be a tensor batch (N, *in_shape), got {type(example_input).__name__}")
-    prune = PruneSettings.of(prune)
-    remove, groups, counts = select_structured_groups(model, scores, ratio, prune, normalize, residual, example_input)
-    pruned, new_arch, info = prune_selected(model, arch, remove, groups, example_input, tol)
-    return pruned, new_arch, {"granularity": "structured", "ratio_requested": float(ratio), **counts, **info,
-                              "scope": prune.scope, "min_keep": prune.min_keep_units, "round_to": prune.round_to,
-                              "normalize": normalize, "residual": residual}

@@ -12,7 +12,7 @@ import math
 from torch import nn
 
 from prunelab.pruning.masks import MaskKeeper
-from prunelab.settings import PruneSettings, TrainSettings
+from prunelab.settings import PruneSettings, TrainSettings, round_half_up
 from prunelab.training import train_model
 
 
@@ -53,13 +53,11 @@ def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cf
     return result
 
 
-def pruning_epochs(interval: int, stop_epoch: int | None, epochs: int) -> list[int]:
-    """Gradual pruning: 0-based epochs at whose start a pruning step runs: interval, 2·interval, ... ≤ stop_epoch.
-
-    stop_epoch None → epochs // 2. stop_epoch must be < epochs (the rest is fine-tuning).
+def pruning_epochs(interval: int, stop_epoch: int, epochs: int) -> list[int]:
+    """Gradual pruning: 0-based epochs at whose start a pruning step runs: interval, 2·interval, ... ≤ stop_epoch
+    (`GradualSettings.stop_epoch_for` resolves a null stop_epoch). stop_epoch must be < epochs (the rest is
+    fine-tuning).
     """
-    if stop_epoch is None:
-        stop_epoch = epochs // 2
     if stop_epoch >= epochs:
         raise ValueError(f"gradual.stop_epoch ({stop_epoch}) must be below train.epochs ({epochs}): the epochs "
                          "after the last pruning step are the fine-tuning")
@@ -72,7 +70,7 @@ def cumulative_targets(total: int, steps: int, per_step: int | None = None) -> l
     """Gradual pruning: channels pruned in all after each of `steps` steps, ending at `total`: round(total·k/steps)
     (per_step None) or per_step more each step, capped at total."""
     if per_step is None:
-        return [int(math.floor(total * k / steps + 0.5)) for k in range(1, steps + 1)]
+        return [round_half_up(total * k / steps) for k in range(1, steps + 1)]
     if per_step * steps < total:
         raise ValueError(f"gradual: {steps} steps of {per_step} channels cannot reach the target of {total} "
                          "channels; raise channels_per_step or stop_epoch, or lower interval or the ratio")

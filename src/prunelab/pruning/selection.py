@@ -31,7 +31,7 @@ from torch import nn
 
 from prunelab.models import classifier_name, prunable_layers
 from prunelab.models.graph import structured_groups
-from prunelab.settings import PruneSettings
+from prunelab.settings import PruneSettings, round_half_up, rounded_up
 
 NORMALIZE = ("l2", "max", None)
 
@@ -122,10 +122,6 @@ def normalized(s: torch.Tensor, rule: str | None) -> torch.Tensor:
     return s / d if d > 0 else s
 
 
-def _round(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
 def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k lowest entries of a 1-D score (stable: ties go to the lower index)."""
     return torch.argsort(score, stable=True)[:k]
@@ -168,14 +164,14 @@ def select_unstructured(model: nn.Module, scores: dict, ratio: float, prune: Pru
     if prune.scope == "global":
         allscores = torch.cat([flat[n] for n in names])
         cap = allscores.numel() - sum(protect.values())
-        k = min(max(_round(ratio * allscores.numel()), sum(n_prior.values())), cap)
+        k = min(max(round_half_up(ratio * allscores.numel()), sum(n_prior.values())), cap)
         drop = torch.zeros(allscores.numel(), dtype=torch.bool)
         drop[_lowest(allscores, k)] = True
         for n, part in zip(names, torch.split(drop, [flat[n].numel() for n in names])):
             removed[n] = part
     else:
         for n in names:
-            k = min(max(_round(ratio * flat[n].numel()), n_prior[n]), flat[n].numel() - protect[n])
+            k = min(max(round_half_up(ratio * flat[n].numel()), n_prior[n]), flat[n].numel() - protect[n])
             drop = torch.zeros(flat[n].numel(), dtype=torch.bool)
             drop[_lowest(flat[n], k)] = True
             removed[n] = drop
@@ -187,7 +183,7 @@ def _round_up_kept(drop: torch.Tensor, score: torch.Tensor, round_to: int) -> to
     count is the smallest multiple of round_to >= it, capped at all units (removal order is kept: the
     restored units are the last ones a stable ascending sort of `score` would remove)."""
     kept = drop.numel() - int(drop.sum())
-    extra = min(drop.numel(), -(-kept // round_to) * round_to) - kept
+    extra = rounded_up(kept, drop.numel(), round_to) - kept
     idx = torch.nonzero(drop).flatten()
     idx = idx[torch.argsort(score[idx], stable=True)]
     out = drop.clone()
@@ -245,12 +241,12 @@ def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune
     n_total = sum(g["units"] * len(g["members"]) for g in groups)
     if prune.scope == "global":
         cap = sum((g["units"] - keep) * len(g["members"]) for g, keep in zip(groups, keeps))
-        drop = lowest_units(group_scores, [len(g["members"]) for g in groups], min(_round(ratio * n_total), cap))
+        drop = lowest_units(group_scores, [len(g["members"]) for g in groups], min(round_half_up(ratio * n_total), cap))
     else:
         drop = []
         for g, s, keep in zip(groups, group_scores, keeps):
             mask = torch.zeros(g["units"], dtype=torch.bool)
-            mask[_lowest(s, min(_round(ratio * g["units"]), g["units"] - keep))] = True
+            mask[_lowest(s, min(round_half_up(ratio * g["units"]), g["units"] - keep))] = True
             drop.append(mask)
     drop = [_round_up_kept(mask, s, prune.round_to) for s, mask in zip(group_scores, drop)]
     remove = {}

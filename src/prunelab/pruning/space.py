@@ -27,6 +27,7 @@ from prunelab.models import architecture, build_model, classifier_name, init_wei
 from prunelab.models.graph import dependency_graph, out_pruning_fn, structured_groups
 from prunelab.pruning.removal import check_equivalence, masked_dense_model, remove_units
 from prunelab.pruning.selection import normalized
+from prunelab.settings import round_half_up
 
 FRACTION_RANGE = (0.1, 1.0)  # per-group keep fractions are drawn from U(lo, hi) before the common scaling
 INITS = ("inherit", "scratch")
@@ -88,7 +89,7 @@ class SpaceModel:
 
 
 def _scaled(fractions: np.ndarray, units: np.ndarray, s: float) -> list[int]:
-    return [int(v) for v in np.clip(np.floor(s * fractions * units + 0.5), 1, units)]
+    return [min(max(round_half_up(v), 1), int(u)) for v, u in zip(s * fractions * units, units)]
 
 
 def sample_counts(space: SpaceModel, regime: float, rng: np.random.Generator, tol: float = 0.02,
