@@ -153,6 +153,7 @@ HOSTILE = [  # (edits, key named in the message)
     ([("gradual", {"enabled": True, "stop_epoch": 4}), ("archs.cnn.train", {"epochs": 4})], "gradual.stop_epoch"),
     ([("prune", {"schedule": "iterative", "iterative_steps": 2}), ("finetune.epochs", 4),
       ("archs.mlp.finetune", {"epochs": 1})], "prune.iterative_steps"),
+    ([("prune", {"target": "macs", "scope": "layerwise"})], "prune.target"),
     ([("experiment", "..")], "experiment"),
     ([("experiment", ".hidden")], "experiment"),
     ([("experiment", "-x")], "experiment"),

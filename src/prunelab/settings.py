@@ -154,6 +154,7 @@ class PruneSettings(_Settings):
     schedule: str               # oneshot | iterative
     iterative_steps: int        # rounds of the iterative schedule
     round_to: int               # structured: kept units per layer rounded up to a multiple of this
+    target: str                 # structured: units | params | macs, what a ratio is a fraction of
 
     @property
     def iterative(self) -> bool:

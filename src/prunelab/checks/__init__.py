@@ -42,6 +42,7 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
     check_methods(cfg)
     check_sections(cfg, given)
     check_schedule(cfg)
+    check_prune(cfg)
     if check_device:
         check_device_available(cfg["device"])
     elif cfg["device"] == "cuda" and cfg["resources"]["gpu"] == 0:
@@ -270,6 +271,14 @@ def check_schedule(cfg: dict) -> None:
             if cfg[section]["schedule"] == "multistep" and late and epochs > 0:
                 raise ConfigError(f"config key '{section}.milestones': {late} are not below {key} ({epochs}): the "
                                   "learning rate would never drop there")
+
+
+def check_prune(cfg: dict) -> None:
+    """Prune settings the schema cannot relate: a cost target needs the global ranking."""
+    p = cfg["prune"]
+    if p["target"] != "units" and p["scope"] != "global":
+        raise ConfigError(f"config key 'prune.target': {p['target']} needs prune.scope global (layerwise scope gives "
+                          "every method the same widths, hence the same cost, already); expected target: units")
 
 
 def check_device_available(device: str) -> None:

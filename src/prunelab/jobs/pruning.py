@@ -48,6 +48,7 @@ def prune_finetune_job(smk) -> None:
     pruned = job.record(stage="pruned", epochs=0, schedule=p.prune.schedule, layer_kept=info["layer_kept"],
                         method_config=p.method_config, prune_rounds=info.get("rounds", 1),
                         ratio_achieved=info.get("ratio_achieved"), round_to=info.get("round_to"),
+                        prune_target=info.get("prune_target"), cost_removed=info.get("cost_removed"),
                         file_size_bytes=Path(out.pruned_model).stat().st_size,
                         **model_fields(model, data, dense_sizes, device, p.latency, dense_latency))
     job.finish(pruned, out.pruned_metrics)

@@ -4,7 +4,9 @@ Conventions (docs/methods.md, "Selection"):
 - Scores: {layer: {"unstructured": Tensor(weight shape) | None, "structured": Tensor(out_units) | None}},
   or a whole score file {"method", "config", "layers": ...}. Higher score = more important = kept longer.
 - Unstructured ratio = fraction of prunable weights removed (prunable = weights of every Conv2d/Linear not
-  in `ignore`, the classifier included); structured ratio = fraction of prunable output units removed.
+  in `ignore`, the classifier included); structured ratio = fraction of prunable output units removed
+  (`prune.target: units`), or of the model's parameters or MACs (`params`, `macs`: units go in the same global
+  order until that cost is removed, `lowest_units_to_cost`; costs counted by `prunelab.pruning.costs`).
 - Common scale for global scope (one rule for every method): structured scores are divided by their
   layer's L2 norm (as Molchanov et al. 2017 and the FRS paper do); unstructured scores are ranked as they
   are (global magnitude pruning). Both can be changed with `normalize` ("l2", "max" or None).
@@ -31,6 +33,7 @@ from torch import nn
 
 from prunelab.models import classifier_name, prunable_layers
 from prunelab.models.graph import structured_groups
+from prunelab.pruning.costs import CostModel
 from prunelab.settings import PruneSettings, round_half_up, rounded_up
 
 NORMALIZE = ("l2", "max", None)
@@ -221,12 +224,57 @@ def lowest_units(group_scores: list[torch.Tensor], widths: list[int], count: int
     return list(torch.split(chosen, [len(s) for s in group_scores]))
 
 
+def lowest_units_to_cost(group_scores: list[torch.Tensor], costs: CostModel, kind: str, budget: float,
+                         round_to: int = 1) -> list[torch.Tensor]:
+    """The one global ranking of structured pruning, taken until a cost is removed: every group's units in one
+    ascending order of score (as `lowest_units`), removed one by one while the `kind` cost ("params" or "macs",
+    `costs`: the model's CostModel over the same groups) removed stays nearest `budget` (the prefix before or after
+    it is crossed, whichever is nearer: within one unit's cost). Each group's kept count is taken as rounded up to
+    a multiple of round_to (what `_round_up_kept` then restores), so a step may remove a block's cost at once.
+    +inf units are never taken; a budget that every removable unit together does not reach raises ValueError.
+    → per group a bool mask (units,), True = removed (before the rounding is applied)."""
+    scores = torch.cat(group_scores)
+    group_of = torch.cat([torch.full((len(s),), i) for i, s in enumerate(group_scores)]).tolist()
+    order = torch.argsort(scores, stable=True)
+    units = [len(s) for s in group_scores]
+    kept, effective = list(units), list(units)
+    layer_cost = {n: costs.layer_cost(kind, n, effective) for n in costs.layers}
+    removed, taken = 0.0, 0
+    for k in range(int(torch.isfinite(scores).sum())):
+        g = group_of[int(order[k])]
+        kept[g] -= 1
+        before = removed
+        if rounded_up(kept[g], units[g], round_to) != effective[g]:
+            effective[g] = rounded_up(kept[g], units[g], round_to)
+            for n in costs.touched[g]:
+                c = costs.layer_cost(kind, n, effective)
+                removed += layer_cost[n] - c
+                layer_cost[n] = c
+        if removed >= budget:
+            taken = k + 1 if removed - budget <= budget - before else k
+            break
+    else:
+        dense = costs.dense[kind]
+        raise ValueError(f"prune.target {kind}: removing {budget / dense:.3f} of the model's {kind} cannot be reached; "
+                         f"every unit that min_keep_units, ignore_layers and the classifier let go removes "
+                         f"{removed / dense:.3f}; expected a lower ratio")
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool)
+    chosen[order[:taken]] = True
+    return list(torch.split(chosen, units))
+
+
 def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
                              normalize: str | None = "l2", residual: str = "inner",
                              example_input: torch.Tensor | None = None) -> tuple[dict, list[dict], dict]:
     """select_structured plus the groups and counts it used: (remove, groups, counts), counts =
-    {n_prunable, n_removed, ratio_achieved} in channels (a coupled unit once per member)."""
+    {n_prunable, n_removed, ratio_achieved} in channels (a coupled unit once per member), and with a params or
+    macs target also cost_removed (the fraction of the model's cost the selection removes, CostModel's count)."""
     prune = PruneSettings.of(prune)
+    if prune.target != "units" and prune.scope != "global":
+        raise ValueError(f"prune.target {prune.target} needs prune.scope global (layerwise scope gives every method "
+                         "the same widths, hence the same cost, already); expected target: units")
+    if prune.target != "units" and example_input is None:
+        raise ValueError(f"prune.target {prune.target}: pass example_input (one input batch) to count the cost")
     ratio = validate_ratio(ratio)
     layers = validate_scores(model, scores)
     modules = dict(prunable_layers(model))
@@ -239,7 +287,12 @@ def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune
     # the min_keep_units best units of each group stay
     group_scores = [protect_best(group_score(layers, g["members"], normalize), keep) for g, keep in zip(groups, keeps)]
     n_total = sum(g["units"] * len(g["members"]) for g in groups)
-    if prune.scope == "global":
+    costs = None
+    if prune.target != "units":
+        costs = CostModel(model, example_input, groups)
+        drop = lowest_units_to_cost(group_scores, costs, prune.target, ratio * costs.dense[prune.target],
+                                    prune.round_to)
+    elif prune.scope == "global":
         cap = sum((g["units"] - keep) * len(g["members"]) for g, keep in zip(groups, keeps))
         drop = lowest_units(group_scores, [len(g["members"]) for g in groups], min(round_half_up(ratio * n_total), cap))
     else:
@@ -256,6 +309,9 @@ def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune
             remove[n] = idx.clone()
     n_removed = sum(len(remove[g["members"][0]]) * len(g["members"]) for g in groups)
     counts = {"n_prunable": n_total, "n_removed": n_removed, "ratio_achieved": n_removed / n_total}
+    if costs is not None:
+        kept = [g["units"] - len(remove[g["members"][0]]) for g in groups]
+        counts["cost_removed"] = costs.removed(prune.target, kept) / costs.dense[prune.target]
     return remove, groups, counts
 
 
@@ -266,7 +322,8 @@ def select_structured(model: nn.Module, scores: dict, ratio: float, prune: Prune
     (indices may be empty; the classifier, ignored layers and unpruned residual streams are absent).
 
     prune: the `prune` settings (scope, min_keep_units, ignore_layers, round_to; a dict is completed from the
-    schema). Removes round(ratio × N) of the N prunable units (global: one ranking over all groups of scores
+    schema). Removes round(ratio × N) of the N prunable units, or with prune.target params / macs units until
+    ratio × the model's cost is removed (global: one ranking over all groups of scores
     put on a common scale by `normalize`; layerwise: ratio per group). Never the classifier's outputs, nor
     layers in ignore_layers (or groups containing them); each group keeps at least min_keep_units units (its
     best). Then each group's kept count is rounded up to a multiple of round_to (capped at its units) by

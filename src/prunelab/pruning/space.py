@@ -5,9 +5,9 @@ streams not pruned, the classifier's outputs never pruned). Sampling (`sample_co
 fractions f_g ~ U(FRACTION_RANGE), counts c_g(s) = clip(round(s · f_g · units_g), 1, units_g), and a
 bisection on the common scale s so that MACs(c) lands within ±`tol` (relative) of regime × dense MACs; if
 the rounding steps miss the band, single-unit moves around the bisection point are tried, then the
-fractions are drawn again. MACs of a count vector come from the dense model's per-layer MACs
-(`SpaceModel.macs`): layer MACs scale with its kept output fraction × kept input fraction, the coupling
-(which group feeds which layer, units per input) read once from torch-pruning's dependency graph.
+fractions are drawn again. MACs of a count vector come from `prunelab.pruning.costs.CostModel` (layer MACs
+scale with its kept output fraction × kept input fraction, the coupling read once from torch-pruning's
+dependency graph).
 `build_subnetwork` removes the units physically: `inherit` keeps each group's highest-L1 units with the
 trained weights (checked against the masked dense model), `scratch` re-initialises the same shapes.
 `summarize_space` turns the samples' metrics.json records into EDFs, correlations and comparisons.
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunelab.measure import layer_macs
 from prunelab.models import architecture, build_model, classifier_name, init_weights, place, prunable_layers
-from prunelab.models.graph import dependency_graph, out_pruning_fn, structured_groups
+from prunelab.models.graph import structured_groups
+from prunelab.pruning.costs import CostModel
 from prunelab.pruning.removal import check_equivalence, masked_dense_model, remove_units
 from prunelab.pruning.selection import normalized
 from prunelab.settings import round_half_up
@@ -51,33 +51,12 @@ class SpaceModel:
         self.groups = [g for g in structured_groups(model, example_input, "inner") if head not in g["members"]]
         if not self.groups:
             raise ValueError(f"{type(model).__name__} has no prunable group besides the classifier")
-        self.layers = dict(prunable_layers(model))
-        self.layer_macs = layer_macs(model, self.in_shape)           # {layer: MACs} of the dense model
-        self.out_group = {n: i for i, g in enumerate(self.groups) for n in g["members"]}
-        self.inputs: dict[str, list[tuple[int, float]]] = {}        # layer -> [(group, inputs per unit)]
-        names = {m: n for n, m in self.layers.items()}
-        dg = dependency_graph(model, example_input)
-        for i, g in enumerate(self.groups):
-            root = self.layers[g["members"][0]]
-            for dep, idx in dg.get_pruning_group(root, out_pruning_fn(root), list(range(g["units"]))):
-                n = names.get(dep.target.module)
-                if n is not None and dg.is_in_channel_pruning_fn(dep.handler):
-                    self.inputs.setdefault(n, []).append((i, len(idx) / g["units"]))
-        self.dense_macs = sum(self.layer_macs.values())
-
-    def _in_features(self, m: nn.Module) -> int:
-        return m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+        self.costs = CostModel(model, example_input, self.groups)
+        self.dense_macs = self.costs.dense["macs"]
 
     def macs(self, counts) -> float:
         """MACs of the subnetwork keeping counts[i] units of group i (float; exact for groups=1 convs)."""
-        total = 0.0
-        for n, macs in self.layer_macs.items():
-            m = self.layers[n]
-            out = counts[self.out_group[n]] / self.groups[self.out_group[n]]["units"] if n in self.out_group else 1.0
-            cin = self._in_features(m)
-            kept_in = cin - sum((self.groups[i]["units"] - counts[i]) * per for i, per in self.inputs.get(n, ()))
-            total += macs * out * kept_in / cin
-        return total
+        return self.costs.cost("macs", counts)
 
     def min_macs(self) -> float:
         """MACs with one unit kept in every group: no regime below this is reachable."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from prunelab.data import calibration_subset
 from prunelab.methods import GRANULARITIES, required_statistics, score_model
+from prunelab.measure import count_macs, count_params
 from prunelab.models import classifier_name, place, prunable_layers
 from prunelab.pruning.masks import MaskKeeper, prune_unstructured
 from prunelab.pruning.removal import prune_selected
@@ -54,7 +55,8 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     re-scores the current model before each later round (optional for unstructured, where it falls back to
     the first scores; required for structured with > 1 round, as the pruned model changes shape; `rescorer`
     builds one), with `finetune` epochs // k between rounds. Ratios are always fractions of the DENSE model's
-    prunable weights / units; structured widths are rounded up to multiples of prune.round_to.
+    prunable weights (unstructured) or of its prunable units, params or MACs (structured, prune.target);
+    structured widths are rounded up to multiples of prune.round_to.
     data: a prepared dataset (prunelab.data), for the calibration batch that traces a structured model and for the
     fine-tuning between iterative rounds; `example_input` (a batch (N, *in_shape)) replaces the calibration batch.
     """
@@ -91,37 +93,57 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     return model, arch, masks, info
 
 
+def model_cost(model: nn.Module, kind: str, in_shape) -> float:
+    """The model's `kind` cost as a prune target counts it: units (prunable output units, classifier aside), params
+    (every parameter) or macs (Conv2d + Linear, one input)."""
+    if kind == "params":
+        return float(count_params(model))
+    if kind == "macs":
+        return float(count_macs(model, in_shape))
+    head = classifier_name(model)
+    return float(sum(m.weight.shape[0] for n, m in prunable_layers(model) if n != head))
+
+
 def _structured_rounds(model, arch, scores, targets, x, prune: PruneSettings, device, rescore, between_rounds):
     """Physical removal in len(targets) rounds; round k removes units until targets[k] of the DENSE model's
-    prunable units are gone (its ratio w.r.t. the current model follows), re-scoring the current model first.
-    With prune.round_to each round's kept units per group are rounded up to a multiple of it, so every
-    width stays a multiple (or the group's dense width); a round that keeps more than asked leaves the rest to
-    the next round (the counts are of units actually removed), the last round's shortfall stays in
-    ratio_achieved. Each round checks the pruned model against the masked current model on the batch `x`.
-    → (model, arch, None, info)."""
+    prunable units (prune.target units) or of its params / MACs are gone (its ratio w.r.t. the current model
+    follows), re-scoring the current model first. With prune.round_to each round's kept units per group are
+    rounded up to a multiple of it, so every width stays a multiple (or the group's dense width); a round that
+    keeps more than asked leaves the rest to the next round (the counts are of units or cost actually removed),
+    the last round's shortfall stays in ratio_achieved / cost_removed. Each round checks the pruned model against
+    the masked current model on the batch `x`. → (model, arch, None, info)."""
+    in_shape = tuple(x.shape[1:])
     dense_units = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
+    dense_cost = model_cost(model, prune.target, in_shape)
     n0, removed, rounds, info = None, 0, [], {}
     for k, target in enumerate(targets):
+        round_ratio = target
         if k > 0:
-            left = round(target * n0) - removed            # units this round still has to remove
-            if left < 1:
-                continue
+            if prune.target == "units":
+                left = round(target * n0) - removed            # units this round still has to remove
+                if left < 1:
+                    continue
+                round_ratio = left / (n0 - removed)
+            else:
+                now = model_cost(model, prune.target, in_shape)
+                round_ratio = (target * dense_cost - (dense_cost - now)) / now
+                if round_ratio <= 0:
+                    continue
             scores = rescore(model)  # prune_model refuses rescore=None with more than one round
-            round_ratio = left / (n0 - removed)
-        else:
-            round_ratio = target
         remove, groups, counts = select_structured_groups(model, scores, round_ratio, prune, example_input=x)
         model, arch, info = prune_selected(model, arch, remove, groups, x)
         model = place(model, device)
         n0 = counts["n_prunable"] if n0 is None else n0
         removed += counts["n_removed"]
         rounds.append(info.pop("removed"))
-        log.info("round %d/%d: %d of %d units removed (target %.4f)", k + 1, len(targets), removed, n0, target)
+        log.info("round %d/%d: %d of %d units removed (target %.4f of the %s)", k + 1, len(targets), removed, n0,
+                 target, prune.target)
         between_rounds(model, k)
     after = {n: m.weight.shape[0] for n, m in prunable_layers(model)}
     info.update(granularity="structured", ratio_requested=float(targets[-1]), ratio_achieved=removed / n0,
                 n_prunable=n0, n_removed=removed, layer_kept={n: after[n] / dense_units[n] for n in dense_units},
-                rounds=len(targets), removed_rounds=rounds, round_to=prune.round_to)
+                rounds=len(targets), removed_rounds=rounds, round_to=prune.round_to, prune_target=prune.target,
+                cost_removed=1.0 - model_cost(model, prune.target, in_shape) / dense_cost)
     if len(targets) == 1:
         info["removed"] = rounds[0]
     return model, arch, None, info
