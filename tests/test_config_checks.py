@@ -154,6 +154,11 @@ HOSTILE = [  # (edits, key named in the message)
     ([("prune", {"schedule": "iterative", "iterative_steps": 2}), ("finetune.epochs", 4),
       ("archs.mlp.finetune", {"epochs": 1})], "prune.iterative_steps"),
     ([("prune", {"target": "macs", "scope": "layerwise"})], "prune.target"),
+    ([("finetune", {"epochs": 2, "budgets": [3, 20]})], "finetune.budgets"),   # not whole epochs
+    ([("finetune", {"epochs": 2, "steps_per_epoch": 5, "budgets": [5]})], "finetune.budgets"),  # largest is not the run
+    ([("finetune", {"epochs": 4, "steps_per_epoch": 5, "budgets": [5, 20]}),
+      ("prune", {"schedule": "iterative", "iterative_steps": 2})], "finetune.budgets"),
+    ([("archs.mlp.finetune", {"epochs": 2, "steps_per_epoch": 5, "budgets": [5, 20]})], "archs.mlp.finetune.budgets"),
     ([("experiment", "..")], "experiment"),
     ([("experiment", ".hidden")], "experiment"),
     ([("experiment", "-x")], "experiment"),

@@ -1,5 +1,6 @@
 """The pruning stage (prunelab.pruning.stage.prune_model): one-shot and iterative schedules, the shared fine-tuning
 budget, bad requests refused early."""
+import copy
 import subprocess
 import sys
 
@@ -7,12 +8,13 @@ import pytest
 import torch
 
 from prunelab.io import load_model, save_model
-from prunelab.pruning.schedules import finetune_model
-from prunelab.pruning.stage import prune_model, rescorer
+from prunelab.measure import evaluation
 from prunelab.methods import score_model
 from prunelab.pruning.masks import masks_hold
-from prunelab.pruning.schedules import finetune_split
-from prunelab.training import train_baseline
+from prunelab.pruning.schedules import finetune_budgets, finetune_model, finetune_split
+from prunelab.pruning.stage import prune_model, rescorer
+from prunelab.settings import FinetuneSettings
+from prunelab.training import train_baseline, train_model
 
 CPU = torch.device("cpu")
 
@@ -146,3 +148,34 @@ def test_every_structured_method_prunes_a_conv_model(trained):
                                                     {"scope": "global"}, CPU, seed=0)
         assert masks is None and info["n_removed"] > 0, method
         assert pruned(torch.zeros(2, *data["in_shape"])).shape == (2, data["num_classes"]), method
+
+
+def test_budgets_read_from_one_run_equal_a_run_stopped_at_the_budget(trained):
+    """The model of a smaller budget is the best on validation among its epochs of the one long run: the same
+    weights as the same run stopped after that budget's steps (the lr schedule spans the long run in both)."""
+    data, model, arch = trained
+    ft = {"epochs": 4, "steps_per_epoch": 3, "batch_size": 32, "lr": 0.05, "budgets": [6, 12]}
+    budgets = finetune_budgets(ft, {}, len(data["train"]["y"]))
+    assert budgets == {6: 2, 12: 4}
+    long = copy.deepcopy(model)
+    result = finetune_model(long, None, data, ft, 4, CPU, seed=0, budgets=budgets)
+    assert result.steps == 12 and set(result.snapshots) == {2, 4}
+    stopped = copy.deepcopy(model)
+    short = train_model(stopped, data, FinetuneSettings.of(ft), CPU, 0, max_steps=6)
+    assert short.steps == 6 and result.snapshots[2].best_epoch == short.best_epoch
+    assert all(torch.equal(stopped.state_dict()[k], v) for k, v in result.snapshots[2].state.items())
+    assert all(torch.equal(long.state_dict()[k], v) for k, v in result.snapshots[4].state.items())
+    fields = {"top1_val": 1.0, "top1_test": 2.0, "top5_test": 3.0, "loss_test": 4.0}
+    rows = evaluation.budget_fields(long, result, budgets, fields, data, CPU)
+    assert [r["budget_steps"] for r in rows] == [6, 12] and rows[1]["top1_test"] == 2.0
+    assert rows[0]["top1_test"] == evaluation.test_fields(stopped, data, CPU)["top1_test"]
+
+
+def test_budgets_that_are_not_whole_epochs_are_refused():
+    with pytest.raises(ValueError, match="multiples of the 3 steps of an epoch"):
+        finetune_budgets({"epochs": 2, "steps_per_epoch": 3, "budgets": [4, 6]}, {}, 1000)
+    with pytest.raises(ValueError, match="the largest must be the run"):
+        finetune_budgets({"epochs": 2, "steps_per_epoch": 3, "budgets": [3]}, {}, 1000)
+    with pytest.raises(ValueError, match="iterative"):
+        finetune_budgets({"epochs": 4, "steps_per_epoch": 3, "budgets": [3, 6]},
+                         {"schedule": "iterative", "iterative_steps": 2}, 1000)

@@ -13,7 +13,9 @@ from prunelab.io import load_model
 from prunelab.models import architecture_for, build_model, prunable_layers
 from prunelab.pruning.gradual import scratch_model, train_scratch
 from prunelab.pruning.stage import prune_model
+from prunelab.pruning.schedules import scratch_steps
 from prunelab.records import METRICS_KEYS
+from prunelab.settings import FinetuneSettings, TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,11 @@ def test_scratch_model_has_pruned_shapes_and_fresh_weights(pruned):
 def test_train_scratch_learns(pruned, data):
     _, arch = pruned
     records = []
-    model, result = train_scratch(arch, data, {"epochs": 20, "batch_size": 32, "lr": 0.1}, 8, 0, "cpu",
+    per_epoch = TrainSettings.of({"batch_size": 32}).epoch_steps(len(data["train"]["y"]))
+    steps = 7 * per_epoch + per_epoch // 2                 # the eighth epoch is cut short
+    model, result = train_scratch(arch, data, {"epochs": 20, "batch_size": 32, "lr": 0.1}, steps, 0, "cpu",
                                   on_epoch=records.append)
-    assert len(records) == 8 and result.best_top1_val > 40   # 10 classes: chance is 10 %
+    assert len(records) == 8 and result.steps == steps and result.best_top1_val > 40   # 10 classes: chance 10 %
     assert records[-1]["loss_train"] < records[0]["loss_train"]
     assert {n: m.weight.shape for n, m in prunable_layers(model)} == \
         {n: m.weight.shape for n, m in prunable_layers(pruned[0])}
@@ -71,13 +75,25 @@ def test_workflow_writes_scratch_metrics(tmp_path):
     assert (rec["stage"], rec["method"], rec["granularity"], rec["regime"], rec["ratio_requested"]) == \
         ("scratch", "magnitude", "structured", "standard", 0.5)
     assert rec["top1_test_before_finetune"] is None
-    assert rec["epochs"] == cfg["train"]["epochs"] + cfg["finetune"]["epochs"]
+    # equal steps (scratch.budget's default): the baseline's optimiser steps plus the whole fine-tuning run
+    ft_steps = cfg["finetune"]["epochs"] * FinetuneSettings.of(cfg["finetune"]).epoch_steps(rec["train_size"])
+    pruned_rec = json.loads((root / "finetuned" / rel / "metrics.json").read_text())
+    assert rec["train_steps"] == rec["steps_total"] == pruned_rec["steps_total"] == \
+        cfg["train"]["epochs"] * TrainSettings.of(cfg["train"]).epoch_steps(rec["train_size"]) + ft_steps
+    assert rec["scratch_budget"] == "equal_steps"
     assert rec["wall_s"] > 0 and rec["macs_effective"] < rec["macs_dense"] and 0 <= rec["top1_test"] <= 100
     base = json.loads((root / "baseline/cnn/standard/seed0/metrics.json").read_text())
-    assert rec["macs_dense"] == base["macs_dense"]
+    assert rec["macs_dense"] == base["macs_dense"] and rec["steps_total"] == base["steps_total"] + ft_steps
     scratch, s_arch, _ = load_model(root / "scratch" / rel / "model.pt")
     prune_m, p_arch, _ = load_model(root / "pruned" / rel / "model.pt")
     assert s_arch["shapes"] == p_arch["shapes"]
     assert not torch.equal(scratch.conv2.weight, prune_m.conv2.weight)
     assert (root / "logs/train_scratch/cnn/standard/seed0/magnitude/r0.50.log").exists()
     shutil.rmtree(wd / "results")
+
+
+def test_scratch_budgets_are_steps_of_the_arms_they_match():
+    ft = {"epochs": 4, "steps_per_epoch": 50, "batch_size": 32}
+    assert scratch_steps("equal_steps", 1000, ft, 10_000) == 1000 + 4 * 50
+    assert scratch_steps("equal_steps", 1000, {"epochs": 2, "batch_size": 100}, 950) == 1000 + 2 * 10
+    assert scratch_steps("baseline_epochs", 1000, ft, 10_000) == 1000

@@ -141,6 +141,34 @@ class TrainSettings(_Settings):
     select: str
     steps_per_epoch: int | None
 
+    def epoch_steps(self, n_train: int) -> int:
+        """Optimiser steps in one epoch over a train split of `n_train` images (steps_per_epoch batches, or the
+        whole split; the last batch may be smaller)."""
+        images = n_train if self.steps_per_epoch is None else min(n_train, self.steps_per_epoch * self.batch_size)
+        return -(-images // self.batch_size)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings(TrainSettings):
+    """Section `finetune`: a training recipe plus the step budgets read from its one run."""
+
+    SECTION = "finetune"
+    budgets: list | None   # optimiser steps; None = the whole run
+
+    def budget_epochs(self, n_train: int) -> dict[int, int]:
+        """{budget in steps: the epoch it ends after} for every budget (the whole run when budgets is None).
+        ValueError naming finetune.budgets when a budget is not a whole number of epochs or the largest is not the
+        run."""
+        per_epoch = self.epoch_steps(n_train)
+        total = self.epochs * per_epoch
+        budgets = sorted(self.budgets or [total])
+        bad = [b for b in budgets if b % per_epoch]
+        if bad or budgets[-1] != total:
+            raise ValueError(f"finetune.budgets: {budgets} must be multiples of the {per_epoch} steps of an epoch "
+                             f"(validation selects among epochs) and the largest must be the run, epochs x steps of "
+                             f"an epoch = {self.epochs} x {per_epoch} = {total}")
+        return {b: b // per_epoch for b in budgets}
+
 
 @dataclass(frozen=True)
 class PruneSettings(_Settings):

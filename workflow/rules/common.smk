@@ -251,8 +251,8 @@ def gradual_metrics():
     ]
 
 
-# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init for
-# train.epochs + finetune.epochs, with the baseline recipe of its regime.
+# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init with the
+# baseline recipe of its regime, for the steps scratch.budget names.
 
 
 def scratch_methods():

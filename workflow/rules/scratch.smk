@@ -1,5 +1,5 @@
-# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init for
-# train.epochs + finetune.epochs, with the baseline recipe of its regime. Targets: scratch_metrics() in common.smk.
+# Scratch control (Liu et al. 2019): each structurally pruned architecture trained from random init with the baseline
+# recipe of its regime, for the steps scratch.budget names. Targets: scratch_metrics() in common.smk.
 
 
 rule train_scratch:
@@ -22,7 +22,8 @@ rule train_scratch:
     params:
         **common_params(),
         train=train_config,
-        finetune_epochs=lambda wc: finetune_config(wc)["epochs"],
+        finetune=finetune_config,
+        scratch_budget=config["scratch"]["budget"],
         regularizer=regularizer_config,
     script:
         "../../scripts/train_scratch.py"

@@ -59,7 +59,9 @@ rule pruning_space:
         # what a sample uses (not the regime list or sample count, which only pick jobs)
         space={k: SPACE[k] for k in ("init", "epochs", "seed")},
         train=lambda wc: {
-            k: v for k, v in recipe(SPACE_SECTION, wc.arch).items() if k != "epochs"
+            k: v
+            for k, v in recipe(SPACE_SECTION, wc.arch).items()
+            if k not in ("epochs", "budgets")
         },
     script:
         "../../scripts/space_sample.py"

@@ -23,7 +23,8 @@ from prunelab.checks.models import check_arch, gradual_archs
 from prunelab.methods import get_method, method_names
 from prunelab.methods.variants import expand_methods
 from prunelab.models import DENSE_ONLY
-from prunelab.settings import GradualSettings, recipe
+from prunelab.pruning.schedules import finetune_budgets
+from prunelab.settings import FinetuneSettings, GradualSettings, recipe
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -50,6 +51,7 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
                           "expected resources.gpu >= 1 (or device: auto)")
     in_shape, classes, n_train, n_val = dataset_sizes(cfg["dataset"])
     check_sizes(cfg, classes, n_train, n_val)
+    check_budgets(cfg, n_train)
     for key, arch in cfg["archs"].items():
         check_arch(cfg, key, arch, in_shape, classes)
 
@@ -279,6 +281,20 @@ def check_prune(cfg: dict) -> None:
     if p["target"] != "units" and p["scope"] != "global":
         raise ConfigError(f"config key 'prune.target': {p['target']} needs prune.scope global (layerwise scope gives "
                           "every method the same widths, hence the same cost, already); expected target: units")
+
+
+def check_budgets(cfg: dict, n_train: int) -> None:
+    """Each arch's fine-tuning budgets are whole epochs of its fine-tuning run, the largest the run itself; several
+    budgets need the one-shot schedule (the iterative one splits the run between its rounds)."""
+    for arch in cfg["archs"]:
+        own = "budgets" in (cfg["archs"][arch].get("finetune") or {})
+        key = f"archs.{arch}.finetune.budgets" if own else "finetune.budgets"
+        ft = FinetuneSettings.from_config(recipe(cfg, "finetune", arch))
+        try:
+            finetune_budgets(ft, cfg["prune"], n_train)
+        except ValueError as exc:
+            raise ConfigError(f"config key '{key}': {str(exc).removeprefix('finetune.budgets: ')} (arch {arch!r}, "
+                              f"{n_train} training images)") from None
 
 
 def check_device_available(device: str) -> None:

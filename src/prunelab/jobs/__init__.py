@@ -22,7 +22,8 @@ from prunelab.io import save_json
 from prunelab.measure.deploy import compile_problem
 from prunelab.models import pick_device
 from prunelab.records import config_hash, empty_record, git_commit, source_hash
-from prunelab.settings import GradualSettings, LatencySettings, PruneSettings, StatsSettings, TrainSettings
+from prunelab.settings import (FinetuneSettings, GradualSettings, LatencySettings, PruneSettings, StatsSettings,
+                               TrainSettings)
 from prunelab.tracking import LiveRun, job_id, write_run_file
 
 log = logging.getLogger("prunelab")
@@ -95,7 +96,7 @@ def resolved_params(smk) -> dict:
 
 # Rule params that are config sections a library function takes: typed settings for the job functions.
 TYPED_PARAMS = {"prune": (PruneSettings, "prune"), "train": (TrainSettings, "train"),
-                "finetune": (TrainSettings, "finetune"), "latency": (LatencySettings, "latency"),
+                "finetune": (FinetuneSettings, "finetune"), "latency": (LatencySettings, "latency"),
                 "stats": (StatsSettings, "stats"), "gradual": (GradualSettings, "gradual")}
 
 

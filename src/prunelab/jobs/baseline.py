@@ -29,7 +29,8 @@ def train_baseline_job(smk) -> None:
     device = pick_device(p.device)
     model, arch, result = train_baseline(data, p.arch, p.train, int(smk.wildcards.seed), device, p.regularizer,
                                          on_epoch=job.on_epoch)
-    save_model(smk.output.model, model, arch, history=result.history)
+    save_model(smk.output.model, model, arch, history=result.history, steps_total=result.steps)
     fields = model_fields(model, data, dense_summary(model, data["in_shape"]), device, p.latency)
     job.finish(job.record(stage="baseline", epochs=p.train.epochs, best_epoch=result.best_epoch,
-                          wall_s=result.wall_s, **fields), smk.output.metrics)
+                          wall_s=result.wall_s, train_steps=result.steps, steps_total=result.steps, **fields),
+               smk.output.metrics)

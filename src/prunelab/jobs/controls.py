@@ -12,7 +12,7 @@ from prunelab.jobs import Job, script_params
 from prunelab.measure.evaluation import fields_against, test_fields
 from prunelab.models import architecture_for, build_model, pick_device
 from prunelab.pruning.gradual import train_gradual, train_scratch
-from prunelab.pruning.schedules import finetune_model
+from prunelab.pruning.schedules import finetune_model, scratch_steps
 from prunelab.pruning.space import SpaceModel, build_subnetwork, sample_counts, sample_rng
 
 
@@ -38,21 +38,27 @@ def train_gradual_job(smk) -> None:
 
 
 def train_scratch_job(smk) -> None:
-    """Rule train_scratch: the structurally pruned architecture trained from random init for the baseline's plus
-    the fine-tuning's epochs (Liu et al. 2019 control); metrics against the dense baseline."""
+    """Rule train_scratch: the structurally pruned architecture trained from random init (Liu et al. 2019 control)
+    for the steps scratch.budget names (default: as many as the pruned and fine-tuned model has had); metrics
+    against the dense baseline."""
     wc = smk.wildcards
     job = Job.from_snakemake(smk, parent_wildcards={"arch": wc.arch, "regime": wc.regime, "seed": wc.seed})
     p = script_params(smk)
     device = pick_device(p.device)
     data = load_prepared(smk.input.data)
     pruned = load_torch(smk.input.pruned, what="pruned model checkpoint")  # only its architecture is used
-    arch, epochs = pruned["arch"], p.train.epochs + p.finetune_epochs
-    model, result = train_scratch(arch, data, p.train, epochs, int(wc.seed), device, p.regularizer,
+    dense, _, dense_ckpt = load_model(smk.input.dense, device)
+    n_train = len(data["train"]["y"])
+    baseline_steps = dense_ckpt.get("steps_total", p.train.epochs * p.train.epoch_steps(n_train))
+    steps = scratch_steps(p.scratch_budget, baseline_steps, p.finetune, n_train)
+    arch = pruned["arch"]
+    model, result = train_scratch(arch, data, p.train, steps, int(wc.seed), device, p.regularizer,
                                   on_epoch=job.on_epoch)
-    save_model(smk.output.model, model, arch, history=result.history)
-    dense, _, _ = load_model(smk.input.dense, device)
+    save_model(smk.output.model, model, arch, history=result.history, steps_total=result.steps)
     fields = fields_against(model, dense, data, device, p.latency)
-    job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None, epochs=epochs,
+    job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None,
+                          epochs=len(result.history), train_steps=result.steps, steps_total=result.steps,
+                          scratch_budget=p.scratch_budget, prune_target=pruned.get("prune_target"),
                           wall_s=result.wall_s, best_epoch=result.best_epoch, schedule="scratch",
                           layer_kept=pruned.get("layer_kept"), file_size_bytes=Path(smk.output.model).stat().st_size,
                           **fields), smk.output.metrics)

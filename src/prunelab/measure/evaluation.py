@@ -3,6 +3,8 @@ of metrics.json against the dense baseline."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -24,6 +26,28 @@ def test_fields(model: nn.Module, data: dict, device) -> dict:
 def val_top1(model: nn.Module, data: dict, device) -> float:
     x, y = split_tensors(data, "val", device)
     return evaluate(model, x, y)["top1"]
+
+
+def budget_fields(model: nn.Module, result, budgets: dict[int, int], fields: dict, data: dict, device) -> list[dict]:
+    """One entry per fine-tuning budget, ascending: {budget_steps, best_epoch, top1_val, top1_test, top5_test,
+    loss_test} of the model selected within it. budgets: {steps: epoch it ends after}; result: the one fine-tuning
+    run's TrainResult (None: no fine-tuning), whose snapshots {epoch: object with best_epoch and state} give the
+    smaller budgets' models; `model` (the run's own choice, the largest budget) has the accuracy `fields`
+    (model_fields) and supplies the architecture; it is left as it is."""
+    largest = max(budgets, default=0)
+    out = []
+    for steps, epoch in sorted(budgets.items()):
+        if steps == largest:
+            break
+        snap = result.snapshots[epoch]
+        chosen = copy.deepcopy(model)
+        chosen.load_state_dict(snap.state)
+        test = test_fields(chosen, data, device)
+        out.append({"budget_steps": steps, "best_epoch": snap.best_epoch, "top1_val": val_top1(chosen, data, device),
+                    **{k: test[k] for k in ("top1_test", "top5_test", "loss_test")}})
+    out.append({"budget_steps": largest, "best_epoch": result.best_epoch if result else None,
+                **{k: fields[k] for k in ("top1_val", "top1_test", "top5_test", "loss_test")}})
+    return out
 
 
 def model_fields(model: nn.Module, data: dict, dense: dict, device, latency_cfg: dict,

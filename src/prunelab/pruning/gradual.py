@@ -271,12 +271,15 @@ def scratch_model(arch: dict, seed: int) -> nn.Module:
     return model
 
 
-def train_scratch(arch: dict, data: dict, train_cfg: dict, epochs: int, seed: int, device,
+def train_scratch(arch: dict, data: dict, train_cfg: dict, steps: int, seed: int, device,
                   regularizer_cfg: dict | None = None, on_epoch=None) -> tuple[nn.Module, TrainResult]:
-    """Train `scratch_model(arch, seed)` with the baseline recipe `train_cfg` for `epochs` (baseline +
-    fine-tuning epochs); regularizer_cfg {kind, beta} as the regime's baseline (None: standard)."""
+    """Train `scratch_model(arch, seed)` with the baseline recipe `train_cfg` for `steps` optimiser steps
+    (`schedules.scratch_steps`; the schedule spans the epochs they need, the last one cut short);
+    regularizer_cfg {kind, beta} as the regime's baseline (None: standard)."""
+    cfg = TrainSettings.of(train_cfg)
+    epochs = -(-int(steps) // cfg.epoch_steps(len(data["train"]["y"])))
     model = place(scratch_model(arch, seed), device)
     with regularizer_loss(model, regularizer_cfg) as extra_loss:
-        result = train_model(model, data, TrainSettings.of(train_cfg).replace(epochs=int(epochs)), device, seed,
-                             extra_loss=extra_loss, on_epoch=on_epoch)
+        result = train_model(model, data, cfg.replace(epochs=epochs), device, seed, extra_loss=extra_loss,
+                             on_epoch=on_epoch, max_steps=int(steps))
     return model, result

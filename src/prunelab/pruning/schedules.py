@@ -12,7 +12,7 @@ import math
 from torch import nn
 
 from prunelab.pruning.masks import MaskKeeper
-from prunelab.settings import PruneSettings, TrainSettings, round_half_up
+from prunelab.settings import FinetuneSettings, PruneSettings, TrainSettings, round_half_up
 from prunelab.training import train_model
 
 
@@ -28,9 +28,9 @@ def iterative_ratios(target: float, steps: int) -> list[float]:
     return out
 
 
-def finetune_split(finetune_cfg: TrainSettings | dict, prune_cfg: PruneSettings | dict) -> tuple[int, int]:
+def finetune_split(finetune_cfg: FinetuneSettings | dict, prune_cfg: PruneSettings | dict) -> tuple[int, int]:
     """(epochs per intermediate pruning round, epochs left for the final fine-tuning)."""
-    total = TrainSettings.of(finetune_cfg, "finetune").epochs
+    total = FinetuneSettings.of(finetune_cfg).epochs
     prune_cfg = PruneSettings.of(prune_cfg)
     if not prune_cfg.iterative:
         return 0, total
@@ -39,18 +39,48 @@ def finetune_split(finetune_cfg: TrainSettings | dict, prune_cfg: PruneSettings 
     return per_round, total - per_round * (steps - 1)
 
 
+def finetune_budgets(finetune_cfg: FinetuneSettings | dict, prune_cfg: PruneSettings | dict,
+                     n_train: int) -> dict[int, int]:
+    """{budget in optimiser steps: the epoch of the final fine-tuning it ends after}: finetune.budgets of a
+    one-shot schedule; the iterative schedule's final fine-tuning is one budget (it shares the epochs with the
+    rounds, `finetune_split`). {} when there is no fine-tuning."""
+    finetune_cfg, prune_cfg = FinetuneSettings.of(finetune_cfg), PruneSettings.of(prune_cfg)
+    _, epochs = finetune_split(finetune_cfg, prune_cfg)
+    if epochs == 0:
+        return {}
+    if not prune_cfg.iterative:
+        return finetune_cfg.budget_epochs(n_train)
+    if finetune_cfg.budgets and len(finetune_cfg.budgets) > 1:
+        raise ValueError("finetune.budgets: several budgets are read from one fine-tuning run, which the iterative "
+                         "schedule splits between its rounds; expected one budget or prune.schedule: oneshot")
+    return {epochs * finetune_cfg.epoch_steps(n_train): epochs}
+
+
 def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: TrainSettings | dict,
-                   epochs: int, device, seed: int, on_epoch=None):
-    """Fine-tune in place for `epochs` (masks kept at zero) → TrainResult, or None when epochs == 0."""
+                   epochs: int, device, seed: int, on_epoch=None, budgets: dict[int, int] | None = None):
+    """Fine-tune in place for `epochs` (masks kept at zero) → TrainResult, or None when epochs == 0. budgets:
+    {steps: epoch} (`finetune_budgets`): result.snapshots holds the model selected within each budget's epochs."""
     if epochs <= 0:
         return None
     keeper = MaskKeeper(model, masks) if masks else None
-    result = train_model(model, data, TrainSettings.of(finetune_cfg, "finetune").replace(epochs=epochs), device, seed,
-                         after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
+    cfg = finetune_cfg if isinstance(finetune_cfg, TrainSettings) else FinetuneSettings.of(finetune_cfg)
+    result = train_model(model, data, cfg.replace(epochs=epochs), device, seed,
+                         after_step=keeper.apply if keeper else None, on_epoch=on_epoch,
+                         snapshot_epochs=set((budgets or {}).values()))
     if keeper is not None:
         keeper.remove()
         keeper.apply()
     return result
+
+
+def scratch_steps(budget: str, baseline_steps: int, finetune_cfg: FinetuneSettings | dict, n_train: int) -> int:
+    """Optimiser steps of the scratch control (`scratch.budget`): equal_steps = the baseline's steps plus the whole
+    fine-tuning run (the largest budget), as many as a pruned and fine-tuned model has had; baseline_epochs = the
+    baseline's steps (Liu et al. 2019's Scratch-E)."""
+    if budget == "baseline_epochs":
+        return int(baseline_steps)
+    finetune_cfg = FinetuneSettings.of(finetune_cfg)
+    return int(baseline_steps) + finetune_cfg.epochs * finetune_cfg.epoch_steps(n_train)
 
 
 def pruning_epochs(interval: int, stop_epoch: int, epochs: int) -> list[int]:

@@ -25,7 +25,7 @@ from prunelab.pruning.masks import MaskKeeper, prune_unstructured
 from prunelab.pruning.removal import prune_selected
 from prunelab.pruning.schedules import finetune_split, iterative_ratios
 from prunelab.pruning.selection import select_structured_groups, validate_scores
-from prunelab.settings import PruneSettings, StatsSettings, TrainSettings
+from prunelab.settings import FinetuneSettings, PruneSettings, StatsSettings
 from prunelab.stats import collect_baseline_statistics
 from prunelab.training import train_model
 
@@ -47,14 +47,14 @@ def check_prune_request(model: nn.Module, scores: dict, granularity: str) -> Non
 
 def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ratio: float, data: dict | None = None,
                 prune: PruneSettings | dict | None = None, device="cpu", seed: int = 0, rescore=None,
-                finetune: TrainSettings | dict | None = None, on_epoch=None, example_input=None):
+                finetune: FinetuneSettings | dict | None = None, on_epoch=None, example_input=None):
     """Prune a copy of `dense` → (model, arch, masks | None, info).
 
     unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
     equivalence check against the masked dense model (new arch returned). Iterative: `rescore(model) -> scores`
     re-scores the current model before each later round (optional for unstructured, where it falls back to
     the first scores; required for structured with > 1 round, as the pruned model changes shape; `rescorer`
-    builds one), with `finetune` epochs // k between rounds. Ratios are always fractions of the DENSE model's
+    builds one), with `finetune` epochs // k between rounds (their optimiser steps: info["train_steps"]). Ratios are always fractions of the DENSE model's
     prunable weights (unstructured) or of its prunable units, params or MACs (structured, prune.target);
     structured widths are rounded up to multiples of prune.round_to.
     data: a prepared dataset (prunelab.data), for the calibration batch that traces a structured model and for the
@@ -69,19 +69,22 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
                          f"fit it (pass rescore=..., e.g. prunelab.pruning.stage.rescorer, or use iterative_steps: 1)")
     model = place(copy.deepcopy(dense), device)
     per_round, _ = finetune_split(finetune or {"epochs": 0}, prune)
+    steps = []  # optimiser steps of the fine-tuning between rounds
 
     def between_rounds(model, k, masks=None):
         if k < len(targets) - 1 and per_round > 0:
             keeper = MaskKeeper(model, masks) if masks else None
-            round_cfg = TrainSettings.of(finetune, "finetune").replace(epochs=per_round)
-            train_model(model, data, round_cfg, device, seed + 1000 * (k + 1),
-                        after_step=keeper.apply if keeper else None, on_epoch=on_epoch)
+            round_cfg = FinetuneSettings.of(finetune).replace(epochs=per_round)
+            steps.append(train_model(model, data, round_cfg, device, seed + 1000 * (k + 1),
+                                     after_step=keeper.apply if keeper else None, on_epoch=on_epoch).steps)
             if keeper is not None:
                 keeper.remove()
 
     if granularity == "structured":
         x = example_input if example_input is not None else calibration_subset(data, 64, seed, device)[0]
-        return _structured_rounds(model, arch, scores, targets, x, prune, device, rescore, between_rounds)
+        out = _structured_rounds(model, arch, scores, targets, x, prune, device, rescore, between_rounds)
+        out[3]["train_steps"] = sum(steps)
+        return out
     masks = None
     for k, target in enumerate(targets):
         if k > 0 and rescore is not None:
@@ -89,7 +92,7 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
         model, masks, info = prune_unstructured(model, scores, target, prune, prior=masks)
         log.info("round %d/%d: sparsity %.4f (target %.4f)", k + 1, len(targets), info["sparsity_achieved"], target)
         between_rounds(model, k, masks)
-    info["rounds"] = len(targets)
+    info.update(rounds=len(targets), train_steps=sum(steps))
     return model, arch, masks, info
 
 

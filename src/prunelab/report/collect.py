@@ -20,7 +20,7 @@ COLUMNS = [
 STAGES = ("baseline", "pruned", "finetuned", "gradual", "scratch", "space")
 PERCENT_KEYS = ("top1_val", "top1_test", "top5_test", "top1_test_before_finetune")
 SORT_KEYS = ("experiment", "dataset", "arch", "regime", "stage", "method", "granularity",
-             "ratio_requested", "schedule", "space_regime", "seed")
+             "ratio_requested", "schedule", "space_regime", "budget_steps", "seed")
 # Derived columns added by `annotate` (never written to results.csv).
 DERIVED = ("gran", "ratio", "base", "vkey", "vval", "style", "label", "pair_regime")
 _LAMBDA_NAME = re.compile(r"^(screening)_l(\d*\.?\d+)$")  # legacy name of a screening λ variant
@@ -90,10 +90,22 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     return df
 
 
+def budget_rows(rec: dict) -> list[dict]:
+    """The rows of one record: a fine-tuned model read at several budgets (its `budgets` list: budget_steps,
+    best_epoch, accuracy and steps of the model selected within each) gives one row per budget, the rest of the
+    record (architecture, costs, latency) shared; any other record is its own row."""
+    entries = rec.get("budgets")
+    if not isinstance(entries, list) or not entries:
+        return [rec]
+    base = {k: v for k, v in rec.items() if k != "budgets"}
+    return [{**base, **entry} for entry in entries]
+
+
 def load_metrics(files) -> pd.DataFrame:
-    """results.csv content from metrics.json paths (the same file listed twice counts once)."""
+    """results.csv content from metrics.json paths (the same file listed twice counts once; a fine-tuned model
+    read at several budgets gives one row per budget)."""
     paths = sorted({Path(f).resolve() for f in files})
-    return records_frame([read_metrics(p) for p in paths])
+    return records_frame([row for p in paths for row in budget_rows(read_metrics(p))])
 
 
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:

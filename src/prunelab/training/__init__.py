@@ -44,6 +44,18 @@ class TrainResult:
     best_epoch: int = 0
     best_top1_val: float = float("nan")
     wall_s: float = 0.0
+    steps: int = 0                                       # optimiser steps taken
+    snapshots: dict = field(default_factory=dict)        # epoch -> Snapshot (train_model's snapshot_epochs)
+
+
+@dataclass
+class Snapshot:
+    """The model train_model selects among the epochs up to one (a fine-tuning budget): its epoch, validation top-1
+    and weights (state dict on CPU)."""
+
+    best_epoch: int
+    best_top1_val: float
+    state: dict
 
 
 class SGD:
@@ -107,7 +119,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
                 after_step: Callable[[], None] | None = None,
                 extra_loss: Callable[[], torch.Tensor] | None = None,
                 before_epoch: Callable[[int, nn.Module], None] | None = None,
-                on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                on_epoch: Callable[[dict], None] | None = None, snapshot_epochs=(),
+                max_steps: int | None = None) -> TrainResult:
     """Train `model` in place on data['train'], validating on data['val'] every epoch.
 
     data: a prepared dataset (uint8 images, see prunelab.data). cfg: a `TrainSettings` (or a dict completed
@@ -117,6 +130,9 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     the cross-entropy (e.g. a pruning-aware regulariser, already scaled). before_epoch(epoch, model): called
     at the start of each epoch (gradual pruning). on_epoch(record): per-epoch record {epoch, lr, loss_train,
     top1_train, top1_val, loss_val}. With select='best_val' the model ends with the best-validation weights.
+    snapshot_epochs: 1-based epochs after which the model selected so far (best on validation up to then, or the
+    current one with select='last') is kept in result.snapshots (fine-tuning budgets read from one run).
+    max_steps: stop after this many optimiser steps (the last epoch may be cut short; its validation still runs).
     """
     cfg = TrainSettings.of(cfg)
     seed_everything(seed)
@@ -134,6 +150,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     best_state, best_val = None, -1.0
     t0 = time.perf_counter()
     for epoch in range(epochs):
+        if max_steps is not None and result.steps >= max_steps:
+            break
         if before_epoch is not None:
             before_epoch(epoch, model)
         for group in optimizer.param_groups:
@@ -143,6 +161,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
         if cfg.steps_per_epoch:  # a seeded random subset of the split each epoch
             order = order[: cfg.steps_per_epoch * bs]
         loss_sum, correct, seen = 0.0, 0, 0
+        if max_steps is not None:
+            order = order[: (max_steps - result.steps) * bs]
         for start in range(0, len(order), bs):
             idx = order[start:start + bs]
             xb = normalize(x_train[idx], mean, std)
@@ -156,6 +176,7 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            result.steps += 1
             if after_step is not None:
                 after_step()
             loss_sum += float(loss.detach()) * len(idx)
@@ -172,6 +193,11 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
             best_val, result.best_epoch = val["top1"], epoch + 1
             if cfg.select == "best_val":
                 best_state = copy.deepcopy(model.state_dict())
+        if epoch + 1 in snapshot_epochs:
+            chosen = (result.best_epoch, best_val, best_state) if cfg.select == "best_val" else \
+                (epoch + 1, val["top1"], model.state_dict())
+            result.snapshots[epoch + 1] = Snapshot(chosen[0], chosen[1],
+                                                   {k: v.detach().to("cpu", copy=True) for k, v in chosen[2].items()})
     if best_state is not None and cfg.select == "best_val":
         model.load_state_dict(best_state)
     result.best_top1_val = best_val
