@@ -143,7 +143,6 @@ HOSTILE = [  # (edits, key named in the message)
     ([("reference", [{"arch": "cnn", "method": "taylor", "source": "x", "top1_delta": 0}])], "reference.0.method"),
     ([("gradual", {"enabled": True, "ratios": [0.5], "stop_epoch": 4, "interval": 2, "channels_per_step": 5}),
       ("archs.cnn.options", {"widths": [8, 16, 16]})], "gradual.channels_per_step"),  # 2 x 5 < 20 of 40
-    ([("regimes", ["standard", "pat"]), ("regularizer.beta", 0)], "regularizer.beta"),
     ([("reference", [{"arch": "cnn", "granularity": "structured", "ratio": 0.4, "source": "x", "top1_delta": 0}])],
      "reference.0.ratio"),
     ([("archs.mlp.granularities", {"unstructured": [0.5, 0.503]})], "archs.mlp.granularities.unstructured"),
@@ -394,3 +393,10 @@ def test_an_archs_own_ratios_and_epochs_are_the_ones_checked():
     cc.check_config(filled(longer))  # top-level train.epochs is 8, the cnn's own 12
     assert "archs.cnn.train.epochs" in error_of(changed(("gradual", {"enabled": True, "stop_epoch": 10}),
                                                         ("archs.cnn.train", {"epochs": 10})))
+
+
+@pytest.mark.parametrize("beta", [0, [0.01, 0], [0.01]])
+def test_schema_refuses_a_beta_that_trains_nothing_different(beta):
+    """beta 0 (alone or in a sweep) makes pat training standard training; a one-value list sweeps nothing."""
+    with pytest.raises(Exception, match="regularizer"):
+        filled(changed(("regimes", ["standard", "pat"]), ("regularizer.beta", beta)))

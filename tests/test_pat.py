@@ -9,6 +9,7 @@ import yaml
 
 from conftest import TINY, make_workdir, snakemake
 from prunelab.data import prepare_dataset, split_tensors
+from prunelab.methods.variants import pat_regimes
 from prunelab.models import architecture_for, build_model
 from prunelab.training import seed_everything, train_baseline, train_model
 from prunelab.training.regularizers import KINDS, ContributionRegularizer
@@ -100,3 +101,24 @@ def test_workflow_runs_every_stage_for_both_regimes(tmp_path):
     reg = run["pat"]["params"]["regularizer"]
     assert (reg["kind"], reg["beta"]) == ("contribution_entropy", 0.05)
     assert run["standard"]["history"] != run["pat"]["history"]
+
+
+def test_a_beta_list_sweeps_pat_regimes():
+    """regularizer.beta as a list: one pat regime per value, named like a method variant; one value keeps `pat`."""
+    assert pat_regimes({"regularizer": {"beta": 0.001}}) == {"pat": 0.001}
+    assert pat_regimes({"regularizer": {"beta": [0.001, 0.01]}}) == {"pat-beta0.001": 0.001, "pat-beta0.01": 0.01}
+
+
+def test_workflow_plans_each_swept_beta_with_the_methods_it_names(tmp_path):
+    wd = make_workdir(tmp_path / "wd")
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(regimes=["standard", "pat"], archs={"mlp": MLP},
+               regularizer={"beta": [0.01, 0.1], "methods": ["magnitude"]})
+    (wd / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(wd, "--configfile", "c.yaml", "--cores", "1", "--summary").stdout
+    paths = [line.split("\t")[0] for line in out.splitlines() if line.startswith("results/")]
+    baselines = sorted(p.split("/")[4] for p in paths if "/baseline/" in p and p.endswith("metrics.json"))
+    assert baselines == ["pat-beta0.01", "pat-beta0.1", "standard"]
+    for regime in ("pat-beta0.01", "pat-beta0.1"):   # regularizer.methods: only magnitude after pat training
+        methods = {p.split("/")[6] for p in paths if f"/finetuned/mlp/{regime}/" in p}
+        assert methods == {"magnitude"}, (regime, methods)

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 from prunelab.checks import models as model_checks
 from prunelab.checks import check_config, ConfigError
 from prunelab.methods import get_method, required_statistics
-from prunelab.methods.variants import expand_methods, select_variants
+from prunelab.methods.variants import expand_methods, pat_regimes, select_variants
 from prunelab.settings import method_defaults, recipe as settings_recipe
 
 
@@ -69,7 +69,9 @@ EXP = config["experiment"]
 R = f"results/{EXP}"
 ARCHS = list(config["archs"])
 SEEDS = [int(s) for s in config["seeds"]]
-REGIMES = list(config["regimes"])
+# Pruning-aware training: regime pat (one regularizer.beta) or pat-beta<value> for each swept beta.
+PAT_REGIMES = pat_regimes(config) if "pat" in config["regimes"] else {}
+REGIMES = [r for g in config["regimes"] for r in (PAT_REGIMES if g == "pat" else [g])]
 # Method variants: name -> (registered method, scalar options); a list-valued option sweeps (methods.variants).
 METHOD_VARIANTS = expand_methods(config["methods"])
 METHODS = list(METHOD_VARIANTS)
@@ -98,7 +100,7 @@ def ratios(granularity, arch=None):
 
 def regime_archs(regime):
     """Architectures trained in `regime` (pat may be limited to some, config regularizer.archs)."""
-    limit = config["regularizer"].get("archs") if regime == "pat" else None
+    limit = config["regularizer"].get("archs") if regime in PAT_REGIMES else None
     return [a for a in ARCHS if not limit or a in limit]
 
 
@@ -149,7 +151,7 @@ INAPPLICABLE = inapplicable_pairs()
 def regime_methods(regime, arch=None):
     """Methods run after training in `regime` (pat may be limited, config regularizer.methods), on `arch`
     (methods that cannot score it are left out)."""
-    limit = config["regularizer"]["methods"] if regime == "pat" else None
+    limit = config["regularizer"]["methods"] if regime in PAT_REGIMES else None
     own = config["archs"][arch].get("methods") if arch else None
     return [
         m
@@ -179,7 +181,7 @@ def baseline_combos():
 
 wildcard_constraints:
     arch="|".join(map(re.escape, ARCHS)),
-    regime="standard|pat",
+    regime="|".join(map(re.escape, REGIMES)),
     seed=r"\d+",
     method="|".join(map(re.escape, METHODS)),
     granularity="unstructured|structured",
@@ -351,7 +353,10 @@ def finetune_config(wc):
 
 
 def regularizer_config(wc):
-    return config["regularizer"] if wc.regime == "pat" else None
+    """What pruning-aware training adds to the loss in regime `wc.regime` ({kind, beta}), None for standard."""
+    if wc.regime not in PAT_REGIMES:
+        return None
+    return {"kind": config["regularizer"]["kind"], "beta": PAT_REGIMES[wc.regime]}
 
 
 def job_resources():

@@ -228,8 +228,6 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
     if "pat" not in cfg["regimes"] and (reg["archs"] or reg["methods"]):
         raise ConfigError("config key 'regularizer': archs/methods are set but regimes has no 'pat': no pat "
                           "baseline would be trained; add pat to regimes or remove them")
-    if "pat" in cfg["regimes"] and reg["beta"] == 0:
-        raise ConfigError("config key 'regularizer.beta': 0 makes pat training identical to standard; expected > 0")
     if "pat" in cfg["regimes"] and reg["methods"] is not None and not reg["methods"]:
         raise ConfigError("config key 'regularizer.methods': [] would prune no pat baseline; "
                           "use null for all methods")

@@ -49,6 +49,16 @@ def expand_methods(methods: dict) -> dict[str, tuple[str, dict]]:
     return out
 
 
+def pat_regimes(config: dict) -> dict[str, float]:
+    """{regime name: beta} of pruning-aware training: `pat` for one regularizer.beta, `pat-beta<value>` (written as a
+    method variant's value) for each beta of a list that sweeps it."""
+    betas = config["regularizer"]["beta"]
+    betas = betas if isinstance(betas, list) else [betas]
+    if len(betas) == 1:
+        return {"pat": betas[0]}
+    return {f"pat{SEPARATOR}beta{format_value(b)}": b for b in betas}
+
+
 def base_method(name: str) -> str:
     """The registered method behind a variant name (`screening-lambda0.5` → `screening`)."""
     return name.split(SEPARATOR, 1)[0]
