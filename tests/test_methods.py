@@ -64,7 +64,7 @@ def test_screening_scores_match_hand_formula_with_sklearn_f():
     stats = collect_statistics(model, x, y, needs, 4, 16, "cpu")
     lam = 0.3
     scores = score_model(model, stats, "screening", {"lambda": lam})
-    assert scores["config"] == {"lambda": lam}
+    assert scores["config"] == {"lambda": lam, "allocation": "magnitude"}
     with torch.no_grad():
         h = torch.relu(model.fc1(x))
     for name, inp, out in (("fc1", x, h), ("fc2", h, model.fc2(h).detach())):
@@ -122,6 +122,32 @@ def test_screening_lambda1_is_pure_screening_within_a_layer_with_magnitudes_laye
     for glob, ref in zip(selected_weights(model, s1, 0.7, "global").values(),
                          selected_weights(model, mag, 0.7, "global").values()):
         assert int(glob.sum()) == int(ref.sum())                   # global: magnitude's per-layer budget
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_screening_anova_allocation_takes_layer_budgets_from_f_and_orders_by_the_blend(lam):
+    """allocation anova, brute force: rank every weight of every layer by (F of its input unit, |w|) with sklearn's
+    f_classif on the raw inputs and hidden activations; a global selection removes from each layer as many weights
+    as that ranking does, and within the layer the ones the allocation-magnitude blend of the same lambda removes."""
+    model, x, y = mlp_and_data(n=48)
+    stats = collect_statistics(model, x, y, required_statistics(["screening"]), 4, 16, "cpu")
+    anova = score_model(model, stats, "screening", {"lambda": lam, "allocation": "anova"})
+    blend = score_model(model, stats, "screening", {"lambda": lam})
+    with torch.no_grad():
+        hidden = torch.relu(model.fc1(x))
+    f = {"fc1": f_classif(x.numpy()[:, :5], y.numpy())[0].tolist() + [0.0],   # input 5 is constant: F = 0
+         "fc2": f_classif(hidden.numpy(), y.numpy())[0]}
+    keys = sorted((float(f[n][i]), float(abs(m.weight.detach()[j, i])), n) for n, m in prunable_layers(model)
+                  for j in range(m.weight.shape[0]) for i in range(m.weight.shape[1]))
+    for ratio in (0.3, 0.6):
+        k = int(ratio * len(keys) + 0.5)
+        want = {n: sum(1 for *_, layer in keys[:k] if layer == n) for n, _ in prunable_layers(model)}
+        got = selected_weights(model, anova, ratio, "global")
+        assert {n: int((~keep).sum()) for n, keep in got.items()} == want
+        for n, keep in got.items():   # within a layer: the blend's order
+            order = torch.argsort(blend["layers"][n]["unstructured"].flatten(), stable=True)
+            assert set(torch.nonzero(~keep.flatten()).flatten().tolist()) == set(order[:want[n]].tolist()), n
+    assert torch.equal(anova["layers"]["fc1"]["structured"], blend["layers"]["fc1"]["structured"])
 
 
 def test_taylor_equals_per_sample_autograd_by_hand():

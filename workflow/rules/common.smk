@@ -8,8 +8,13 @@ from snakemake.utils import validate
 
 from prunelab.checks import models as model_checks
 from prunelab.checks import check_config, ConfigError
-from prunelab.methods import get_method, required_statistics
-from prunelab.methods.variants import expand_methods, pat_regimes, select_variants
+from prunelab.methods import get_method, required_statistics, unused_options
+from prunelab.methods.variants import (
+    distinct_variants,
+    expand_methods,
+    pat_regimes,
+    select_variants,
+)
 from prunelab.settings import method_defaults, recipe as settings_recipe
 
 
@@ -166,12 +171,15 @@ def method_config(wc):
 
 
 def methods_for(granularity, regime="standard", arch=None):
-    """Variants run in `regime` on `arch` whose method scores `granularity` (the registry declares which)."""
-    return [
-        m
+    """Variants run in `regime` on `arch` whose method scores `granularity` (the registry declares which), each
+    once: a variant that differs from an earlier one only in options its `granularity` scores do not read
+    (contribution's kappa, structured) is left out there."""
+    scoring = {
+        m: METHOD_VARIANTS[m]
         for m in regime_methods(regime, arch)
         if granularity in get_method(m).granularities
-    ]
+    }
+    return distinct_variants(scoring, unused_options(granularity))
 
 
 def baseline_combos():
@@ -276,7 +284,7 @@ def scratch_metrics():
         f"{R}/scratch/{a}/{g}/seed{s}/{m}/structured/r{r}/metrics.json"
         for a, g, s in baseline_combos()
         for m in scratch_methods()
-        if m in regime_methods(g, a)
+        if m in methods_for("structured", g, a)
         for r in scratch_ratios()
     ]
 

@@ -46,6 +46,7 @@ class MethodSpec:
     defaults: dict | None = None
     needs_for: Callable[[dict], set[str]] | None = field(default=None, compare=False)
     inapplicable: Callable[[nn.Module], str | None] | None = field(default=None, compare=False)
+    unused: dict = field(default_factory=dict, compare=False)   # granularity -> options its scores do not read
 
     def resolve_config(self, cfg: dict | None) -> dict:
         """cfg merged over the defaults; unknown keys raise (when defaults are declared), and the options of a
@@ -76,8 +77,10 @@ METHODS: dict[str, MethodSpec] = {}
 def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
                     granularities: tuple[str, ...] = GRANULARITIES, defaults: dict | None = None,
                     needs_for: Callable[[dict], set[str]] | None = None,
-                    inapplicable: Callable[[nn.Module], str | None] | None = None):
-    """Decorator registering `fn(model, stats, cfg) -> layer scores` under `name`."""
+                    inapplicable: Callable[[nn.Module], str | None] | None = None,
+                    unused: dict[str, tuple[str, ...]] | None = None):
+    """Decorator registering `fn(model, stats, cfg) -> layer scores` under `name`. unused: {granularity: options
+    the scores of that granularity do not read}: variants differing only in them run once there."""
     bad = sorted(set(needs) - set(STAT_NAMES))
     if bad:
         raise ValueError(f"method '{name}' declares unknown statistics {bad}; valid: {list(STAT_NAMES)}")
@@ -94,7 +97,8 @@ def register_method(name: str, needs: set[str] | frozenset[str] = frozenset(),
         if name in METHODS:
             raise ValueError(f"method '{name}' is already registered")
         METHODS[name] = MethodSpec(name, fn, frozenset(needs), tuple(granularities),
-                                   options if options is not None else defaults, needs_for, inapplicable)
+                                   options if options is not None else defaults, needs_for, inapplicable,
+                                   dict(unused or {}))
         return fn
 
     return deco
@@ -112,6 +116,11 @@ def get_method(name: str) -> MethodSpec:
     if base not in METHODS:
         raise ValueError(f"unknown scoring method {name!r}; valid methods: {method_names()}")
     return METHODS[base]
+
+
+def unused_options(granularity: str) -> dict[str, tuple[str, ...]]:
+    """{method: options its `granularity` scores do not read} (for methods.variants.distinct_variants)."""
+    return {name: spec.unused.get(granularity, ()) for name, spec in METHODS.items()}
 
 
 def variant_options(name: str) -> tuple[str, dict]:
@@ -198,4 +207,4 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name !
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names", "register_method",
-           "required_statistics", "score_model", "variant_options"]
+           "required_statistics", "score_model", "unused_options", "variant_options"]

@@ -251,7 +251,7 @@ def _needs(cfg: dict) -> set[str]:
 
 
 @register_method("contribution", needs={"contribution_mean", "contribution_sq"},
-                 needs_for=_needs)
+                 needs_for=_needs, unused={"structured": ("kappa",)})
 def contribution_scores(model, stats, cfg) -> dict:
     """Unstructured μ + κσ (weight shape); structured: the unit's outgoing μ (see module docstring)."""
     kappa = _kappa(cfg)

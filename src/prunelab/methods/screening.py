@@ -16,6 +16,13 @@ scaling made a global ranking follow the shape of each layer's F distribution: o
 The structured ‖w‖₁ matches magnitude's structured score; pruning normalises structured scores per layer.
 Because F_i is shared by every weight reading input i, a λ > 0 ranks whole input units first: at high
 sparsity unstructured screening removes inputs as a whole (the method's own behaviour, kept).
+
+`allocation: anova` takes the layer budgets from the screening statistic instead of from magnitude: every
+layer's weights are ranked together by the F of their input unit (ties by |w|), and each layer keeps those global
+ranks, re-assigned in the order of its blend; so a global selection removes from each layer as many weights as
+pure screening would, and the blend orders them within the layer. F is comparable across layers because its
+degrees of freedom (K − 1, N − K) are the same in every layer (the same calibration samples and classes), so the
+F ranking is the p-value ranking (p itself underflows to 0 for most units of a trained network).
 """
 
 from __future__ import annotations
@@ -75,11 +82,25 @@ def onto_magnitudes(blend: torch.Tensor, magnitude: torch.Tensor) -> torch.Tenso
     return out.view_as(blend)
 
 
-@register_method("screening", needs={"activations", "input_activations"})
+def global_ranks(keys: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{layer: float64 tensor of each weight's rank (0 = first to go)} when every layer's weights are ranked
+    together, ascending by a primary key, ties by a secondary one (both weight-shaped float64)."""
+    names = list(keys)
+    primary = torch.cat([keys[n][0].flatten() for n in names])
+    secondary = torch.cat([keys[n][1].flatten() for n in names])
+    by_second = torch.argsort(secondary, stable=True)
+    order = by_second[torch.argsort(primary[by_second], stable=True)]
+    ranks = torch.empty(primary.numel(), dtype=torch.float64)
+    ranks[order] = torch.arange(primary.numel(), dtype=torch.float64)
+    parts = torch.split(ranks, [keys[n][0].numel() for n in names])
+    return {n: p.view_as(keys[n][0]) for n, p in zip(names, parts)}
+
+
+@register_method("screening", needs={"activations", "input_activations"}, unused={"structured": ("allocation",)})
 def screening_scores(model, stats, cfg) -> dict:
     """Blend of screened F and weight magnitude per layer; see the module docstring."""
     lam = float(cfg["lambda"])
-    out = {}
+    out, allocation = {}, {}
     for name, m in prunable_layers(model):
         entry = stats["layers"][name]
         w = m.weight.detach().double().cpu()
@@ -92,8 +113,13 @@ def screening_scores(model, stats, cfg) -> dict:
                              f"{f_in.numel()}; rerun snakemake --forcerun collect_stats")
         f_in = f_in.reshape((1, -1) + (1,) * (w.dim() - 2))
         blend = lam * scaled(f_in).expand_as(w) + (1 - lam) * scaled(w.abs())
+        allocation[name] = (f_in.expand_as(w), w.abs())
         out[name] = {
-            "unstructured": onto_magnitudes(blend, w.abs()),
+            "unstructured": (blend, w.abs()),
             "structured": lam * scaled(f_out) + (1 - lam) * scaled(w.abs().flatten(1).sum(1)),
         }
+    # each layer keeps the multiset of values that decides its budget, re-assigned in the order of its blend
+    budget = global_ranks(allocation) if cfg["allocation"] == "anova" else {n: m for n, (_, m) in allocation.items()}
+    for name, entry in out.items():
+        entry["unstructured"] = onto_magnitudes(entry["unstructured"][0], budget[name])
     return out

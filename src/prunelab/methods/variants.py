@@ -6,7 +6,9 @@ gives the methods `screening-lambda0`, `screening-lambda0.5`, `screening-lambda1
 `contribution-kappa1`, `random-seed0`, `random-seed1`. Several listed options of one method give their
 product, the keys in sorted order (`frs-alpha1-beta0`). A method whose options are all single values (or a
 one-element list) keeps its plain name, so existing results keep their paths. A variant name is path-safe
-(letters, digits, `_`, `.`, `-`); a negative value is written with `m` (`kappam1` for κ = −1).
+(letters, digits, `_`, `.`, `-`); a negative value is written with `m` (`kappam1` for κ = −1). An option whose
+values are lower-case words sweeps them too (`screening: {allocation: [magnitude, anova]}` gives
+`screening-allocationanova`); reading such a name back needs the method's option keys (the schema's).
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ import re
 
 SEPARATOR = "-"
 _VALUE = re.compile(r"^m?([0-9][0-9.em]*|inf|nan)$")
+_WORD = re.compile(r"^[a-z]+$")
 
 
 def format_value(value) -> str:
-    """A swept value as written in a variant name: `format(v, "g")`, '-' written 'm' (0.25 → '0.25')."""
+    """A swept value as written in a variant name: `format(v, "g")`, '-' written 'm' (0.25 → '0.25'); a
+    lower-case word as it is."""
+    if isinstance(value, str) and _WORD.match(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"method variants sweep numbers only, got {value!r}")
+        raise ValueError(f"method variants sweep numbers or lower-case words only, got {value!r}")
     return format(value, "g").replace("-", "m").replace("+", "")
 
 
-def _parse_value(text: str) -> float | int:
+def _parse_value(text: str) -> float | int | str:
+    if not _VALUE.match(text):
+        return text  # a word (the caller checked it)
     v = float(text.replace("m", "-"))
     return int(v) if v.is_integer() and "." not in text and "e" not in text else v
 
@@ -77,10 +85,23 @@ def parse_variant(name: str, option_names=None) -> tuple[str, dict]:
         keys = sorted((k for k in option_names or () if part.startswith(k)), key=len, reverse=True)
         key = keys[0] if keys else re.match(r"[A-Za-z_]*", part).group(0)
         text = part[len(key):]
-        if not key or not _VALUE.match(text):
+        if not key or not (_VALUE.match(text) or (keys and _WORD.match(text))):
             raise ValueError(f"method variant {name!r}: cannot read {part!r} as <option><value>")
         swept[key] = _parse_value(text)
     return method, swept
+
+
+def distinct_variants(variants: dict[str, tuple[str, dict]], unused: dict[str, tuple[str, ...]]) -> list[str]:
+    """Variant names, leaving out each variant that equals an earlier one of its method once the options in
+    `unused` ({method: options its scores at some granularity do not read}) are dropped: the variants worth
+    running at that granularity (contribution's kappa does not change its structured score)."""
+    seen, out = set(), []
+    for name, (method, options) in variants.items():
+        key = (method, tuple(sorted((k, v) for k, v in options.items() if k not in unused.get(method, ()))))
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out
 
 
 def select_variants(variants: list[str], names: list[str] | None) -> list[str]:
