@@ -199,3 +199,30 @@ def test_a_gradual_step_on_fresh_channels_is_the_one_shot_global_selection(ratio
     assert set(gradual) == set(one_shot)
     assert all(torch.equal(gradual[n], one_shot[n]) for n in one_shot)
     assert sum(len(v) for v in one_shot.values()) > 0
+
+
+def test_gradual_to_a_macs_target_meets_one_shot_at_the_same_cost(data):
+    """prune.target macs: every step removes channels until its share of the MACs target is gone, and the
+    physically pruned model has the target's MACs within one channel's cost, as a one-shot prune to it does."""
+    from prunelab.measure import count_macs
+    from prunelab.models import classifier_name
+    from prunelab.pruning.costs import CostModel
+
+    recs = []
+    gradual_cfg = {"interval": 1, "stop_epoch": 2, "target": "macs"}
+    model, arch, info, _ = train_gradual(data, CNN, {**TRAIN, "epochs": 3}, gradual_cfg, 0.5, 1, "cpu",
+                                         stats_cfg={"samples": 64, "batch_size": 64}, on_epoch=recs.append)
+    dense = build_model(architecture_for(CNN, data))
+    shape = tuple(data["in_shape"])
+    x = torch.zeros(2, *shape)
+    groups = [g for g in structured_groups(dense, x, "inner") if classifier_name(dense) not in g["members"]]
+    costs = CostModel(dense, x, groups)
+    one_channel = max(costs.removed("macs", [g["units"] - (i == j) for j, g in enumerate(groups)])
+                      for i in range(len(groups)))
+    removed = count_macs(dense, shape) - count_macs(model, shape)
+    assert abs(removed - 0.5 * count_macs(dense, shape)) <= one_channel
+    assert info["prune_target"] == "macs" and info["cost_removed"] == pytest.approx(removed / count_macs(dense, shape))
+    assert 0 < recs[1]["channels_pruned"] < recs[2]["channels_pruned"]   # two steps, each a share of the cost
+    with pytest.raises(ValueError, match="channels_per_step counts channels"):
+        GradualFRS(build_model(architecture_for(CNN, data)), "cnn", data, 0.5, 3,
+                   {**gradual_cfg, "channels_per_step": 4}, None, {"samples": 8, "batch_size": 8}, 0, "cpu")

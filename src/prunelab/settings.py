@@ -214,12 +214,13 @@ class GradualSettings(_Settings):
     `prune.min_keep_units`."""
 
     SECTION = "gradual"
-    BORROWED = {"min_keep_units": "prune"}
+    BORROWED = {"min_keep_units": "prune", "target": "prune"}
     interval: int                   # epochs between pruning steps
     stop_epoch: int | None          # last pruning step after this many epochs (None: epochs // 2)
     channels_per_step: int | None   # channels masked per step (None: the ratio spread evenly)
     ignore_layers: list             # layers never pruned (besides the automatic ones)
     min_keep_units: int             # channels each layer always keeps
+    target: str                     # units | params | macs: what the ratio is a fraction of (prune.target)
 
     def stop_epoch_for(self, epochs: int) -> int:
         """The epoch after which the last pruning step runs: stop_epoch, or epochs // 2 when it is null."""

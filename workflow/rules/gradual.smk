@@ -24,6 +24,7 @@ rule train_gradual:
         gradual={
             **{k: config["gradual"][k] for k in GRADUAL_JOB_KEYS},
             "min_keep_units": config["prune"]["min_keep_units"],
+            "target": config["prune"]["target"],
         },
         frs=frs_config(),
         stats=config["stats"],

@@ -15,7 +15,9 @@ Channel budget. N = prunable channels (coupled channels count once per member). 
 capped so every group keeps `min_keep_units`. With S steps: `channels_per_step` null → cumulative
 round(T·k/S) after step k (equal steps, exact total); an int x → x per step until T (the last step may
 be smaller; too few steps to reach T is an error before training starts). The paper uses x = 120 for
-CIFAR ResNets and 160 for VGG-16 on CIFAR-10.
+CIFAR ResNets and 160 for VGG-16 on CIFAR-10. With prune.target params or macs the ratio is a fraction of the
+model's cost instead, and step k removes channels (same ranking) until ratio·k/S of it is gone
+(`prunelab.pruning.costs`), so gradual and one-shot pruning meet at the same cost.
 
 What is never pruned: the classifier's outputs, residual streams (groups that pass a residual add:
 only the inner convs of residual blocks are prunable, `residual="inner"` in prunelab.pruning.selection), layers in
@@ -23,8 +25,8 @@ only the inner convs of residual blocks are prunable, `residual="inner"` in prun
 as in the paper.
 
 Scratch (Liu et al. 2019): the pruned architecture ("shapes" of a structurally pruned checkpoint) built
-fresh from a seed, the zoo's init re-applied, and trained with the baseline recipe for the baseline's plus
-the fine-tuning's epochs.
+fresh from a seed, the zoo's init re-applied, and trained with the baseline recipe for a number of optimiser
+steps (`prunelab.pruning.schedules.scratch_steps`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from prunelab.models import (TV_PREFIX, architecture, architecture_for, build_mo
 from prunelab.models.graph import following_bn, structured_groups
 from prunelab.pruning.removal import check_equivalence, remove_units
 from prunelab.pruning.schedules import cumulative_targets, pruning_epochs
-from prunelab.pruning.selection import group_score, lowest_units, protect_best, validate_ratio
+from prunelab.pruning.costs import CostModel
+from prunelab.pruning.selection import group_score, lowest_units, lowest_units_to_cost, protect_best, validate_ratio
 from prunelab.settings import GradualSettings, StatsSettings, TrainSettings, round_half_up
 from prunelab.stats import collect_statistics
 from prunelab.training import TrainResult, seed_everything, train_model
@@ -123,12 +126,13 @@ def _rows(keep: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- selection
-def select_channels(scores: dict, groups: list[dict], keep: dict[str, torch.Tensor], count: int,
-                    min_keep: int) -> dict[str, torch.Tensor]:
-    """The `count` lowest-scoring alive channels over all groups → {layer: indices} (every group member), by
-    the global ranking of one-shot structured pruning (`lowest_units`; each layer L2-normalised, a coupled
-    group scored by the mean of its members). Pruned channels and each group's `min_keep` best alive channels
-    are never chosen.
+def select_channels(scores: dict, groups: list[dict], keep: dict[str, torch.Tensor], count: float,
+                    min_keep: int, costs: CostModel | None = None, kind: str = "units") -> dict[str, torch.Tensor]:
+    """The lowest-scoring alive channels over all groups → {layer: indices} (every group member), by the global
+    ranking of one-shot structured pruning (`lowest_units`; each layer L2-normalised, a coupled group scored by
+    the mean of its members): `count` channels (kind units), or channels until `count` more of the `kind` cost
+    (params, macs) is removed (`lowest_units_to_cost`, `costs` the dense model's CostModel over `groups`). Pruned
+    channels and each group's `min_keep` best alive channels are never chosen.
     """
     parts = []
     for g in groups:
@@ -136,7 +140,11 @@ def select_channels(scores: dict, groups: list[dict], keep: dict[str, torch.Tens
         s = group_score(scores, g["members"], "l2")
         s[~alive] = math.inf
         parts.append(protect_best(s, min(min_keep, int(alive.sum())), alive))
-    chosen = lowest_units(parts, [len(g["members"]) for g in groups], count)
+    if kind == "units":
+        chosen = lowest_units(parts, [len(g["members"]) for g in groups], int(count))
+    else:
+        alive = [int(keep[g["members"][0]].sum()) for g in groups]
+        chosen = lowest_units_to_cost(parts, costs, kind, count, kept=alive)
     return {n: torch.nonzero(mask).flatten() for g, mask in zip(groups, chosen) for n in g["members"]}
 
 
@@ -169,15 +177,28 @@ class GradualFRS:
         if not self.groups:
             raise ValueError("gradual: no prunable channels (every layer is the classifier, ignored or a residual "
                              "stream)")
-        self.min_keep = cfg.min_keep_units
+        self.min_keep, self.kind = cfg.min_keep_units, cfg.target
         self.n_total = sum(g["units"] * len(g["members"]) for g in self.groups)
         cap = sum((g["units"] - min(self.min_keep, g["units"])) * len(g["members"]) for g in self.groups)
         self.target = min(round_half_up(self.ratio * self.n_total), cap)
         self.epochs_at = pruning_epochs(cfg.interval, cfg.stop_epoch_for(int(epochs)), int(epochs))
-        self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg.channels_per_step)
+        self.costs = None
+        if self.kind == "units":
+            self.cumulative = cumulative_targets(self.target, len(self.epochs_at), cfg.channels_per_step)
+        else:  # equal shares of the cost target, as one-shot pruning to a cost reaches it
+            if cfg.channels_per_step is not None:
+                raise ValueError(f"gradual.channels_per_step counts channels, but prune.target is {self.kind}: the "
+                                 "steps remove equal shares of that cost; expected channels_per_step: null")
+            self.costs = CostModel(model, self.example, self.groups)
+            steps = len(self.epochs_at)
+            self.cumulative = [self.ratio * self.costs.dense[self.kind] * k / steps for k in range(1, steps + 1)]
         members = [n for g in self.groups for n in g["members"]]
         self.keeper = ChannelKeeper(model, members, following_bn(model, self.example))
         self.steps: list[dict] = []
+
+    def cost_removed(self) -> float:
+        """The `kind` cost the masked channels remove (CostModel of the dense model)."""
+        return self.costs.removed(self.kind, [int(self.keeper.keep[g["members"][0]].sum()) for g in self.groups])
 
     @property
     def n_pruned(self) -> int:
@@ -195,9 +216,10 @@ class GradualFRS:
         if epoch not in self.epochs_at:
             return
         k = self.epochs_at.index(epoch)
-        need = self.cumulative[k] - self.n_pruned
+        need = self.cumulative[k] - (self.n_pruned if self.costs is None else self.cost_removed())
         if need > 0:
-            remove = select_channels(self.scores(model), self.groups, self.keeper.keep, need, self.min_keep)
+            remove = select_channels(self.scores(model), self.groups, self.keeper.keep, need, self.min_keep,
+                                     self.costs, self.kind)
             self.keeper.prune(remove)
         self.steps.append({"after_epochs": epoch, "pruned": self.n_pruned})
         log.info("gradual step %d/%d after %d epochs: %d of %d channels pruned (target %d)", k + 1,
@@ -220,7 +242,10 @@ class GradualFRS:
         info = {"ratio_achieved": self.n_pruned / self.n_total, "n_prunable": self.n_total,
                 "n_removed": self.n_pruned, "channels_target": self.target, "prune_steps": self.steps,
                 "pruning_epochs": self.epochs_at, "ignored_layers": self.ignored,
-                "layer_kept": {n: after[n] / before[n] for n in before}, "max_logit_diff": diff}
+                "layer_kept": {n: after[n] / before[n] for n in before}, "max_logit_diff": diff,
+                "prune_target": self.kind,
+                "cost_removed": self.n_pruned / self.n_total if self.costs is None else
+                self.cost_removed() / self.costs.dense[self.kind]}
         return pruned, architecture(pruned, arch), info
 
 

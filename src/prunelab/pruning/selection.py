@@ -225,19 +225,22 @@ def lowest_units(group_scores: list[torch.Tensor], widths: list[int], count: int
 
 
 def lowest_units_to_cost(group_scores: list[torch.Tensor], costs: CostModel, kind: str, budget: float,
-                         round_to: int = 1) -> list[torch.Tensor]:
+                         round_to: int = 1, kept: list[int] | None = None) -> list[torch.Tensor]:
     """The one global ranking of structured pruning, taken until a cost is removed: every group's units in one
     ascending order of score (as `lowest_units`), removed one by one while the `kind` cost ("params" or "macs",
     `costs`: the model's CostModel over the same groups) removed stays nearest `budget` (the prefix before or after
     it is crossed, whichever is nearer: within one unit's cost). Each group's kept count is taken as rounded up to
     a multiple of round_to (what `_round_up_kept` then restores), so a step may remove a block's cost at once.
     +inf units are never taken; a budget that every removable unit together does not reach raises ValueError.
-    → per group a bool mask (units,), True = removed (before the rounding is applied)."""
+    kept: the units each group has now (gradual pruning masks units in steps; its masked units score +inf), the
+    budget then being what is still to remove. → per group a bool mask (units,), True = removed (before the
+    rounding is applied)."""
     scores = torch.cat(group_scores)
     group_of = torch.cat([torch.full((len(s),), i) for i, s in enumerate(group_scores)]).tolist()
     order = torch.argsort(scores, stable=True)
     units = [len(s) for s in group_scores]
-    kept, effective = list(units), list(units)
+    kept = list(units if kept is None else kept)
+    effective = [rounded_up(k, u, round_to) for k, u in zip(kept, units)]
     layer_cost = {n: costs.layer_cost(kind, n, effective) for n in costs.layers}
     removed, taken = 0.0, 0
     for k in range(int(torch.isfinite(scores).sum())):
@@ -255,8 +258,8 @@ def lowest_units_to_cost(group_scores: list[torch.Tensor], costs: CostModel, kin
             break
     else:
         dense = costs.dense[kind]
-        raise ValueError(f"prune.target {kind}: removing {budget / dense:.3f} of the model's {kind} cannot be reached; "
-                         f"every unit that min_keep_units, ignore_layers and the classifier let go removes "
+        raise ValueError(f"prune.target {kind}: removing {budget / dense:.3f} more of the model's {kind} cannot be "
+                         f"reached; every unit that min_keep_units, ignore_layers and the classifier let go removes "
                          f"{removed / dense:.3f}; expected a lower ratio")
     chosen = torch.zeros(scores.numel(), dtype=torch.bool)
     chosen[order[:taken]] = True
