@@ -1,8 +1,5 @@
 """Method variants (prunelab.methods.variants): sweeps of numbers and words, names read back, and variants that
 cannot differ at a granularity run once there."""
-import yaml
-
-from conftest import TINY, make_workdir, snakemake
 from prunelab.methods import unused_options, variant_options
 from prunelab.methods.variants import distinct_variants, expand_methods, parse_variant
 
@@ -26,15 +23,3 @@ def test_variants_differing_only_in_options_a_granularity_does_not_read_run_once
     assert distinct_variants(variants, unused_options("unstructured")) == list(variants)
     assert distinct_variants(variants, unused_options("structured")) == [
         "contribution-kappa0", "screening-allocationmagnitude-lambda0.5", "screening-allocationmagnitude-lambda1"]
-
-
-def test_workflow_plans_structured_contribution_once(tmp_path):
-    wd = make_workdir(tmp_path / "wd")
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg.update(archs={"mlp": cfg["archs"]["mlp"]}, methods={"contribution": {"kappa": [0, 1]}})
-    (wd / "c.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake(wd, "--configfile", "c.yaml", "--cores", "1", "--summary").stdout
-    finetuned = {tuple(line.split("\t")[0].split("/")[6:8]) for line in out.splitlines()
-                 if line.startswith("results/") and "/finetuned/" in line and line.split("\t")[0].endswith(".json")}
-    assert finetuned == {("contribution-kappa0", "unstructured"), ("contribution-kappa1", "unstructured"),
-                         ("contribution-kappa0", "structured")}

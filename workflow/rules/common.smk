@@ -74,6 +74,13 @@ EXP = config["experiment"]
 R = f"results/{EXP}"
 ARCHS = list(config["archs"])
 SEEDS = [int(s) for s in config["seeds"]]
+
+
+def seeds_for(arch):
+    """Seeds of config arch `arch`: its own `seeds` where set (a slow arch may run fewer), else the top level."""
+    return [int(s) for s in config["archs"][arch].get("seeds") or SEEDS]
+
+
 # Pruning-aware training: regime pat (one regularizer.beta) or pat-beta<value> for each swept beta.
 PAT_REGIMES = pat_regimes(config) if "pat" in config["regimes"] else {}
 REGIMES = [r for g in config["regimes"] for r in (PAT_REGIMES if g == "pat" else [g])]
@@ -184,7 +191,7 @@ def methods_for(granularity, regime="standard", arch=None):
 
 def baseline_combos():
     """(arch, regime, seed) of every baseline."""
-    return [(a, g, s) for g in REGIMES for a in regime_archs(g) for s in SEEDS]
+    return [(a, g, s) for g in REGIMES for a in regime_archs(g) for s in seeds_for(a)]
 
 
 wildcard_constraints:
@@ -256,7 +263,7 @@ def gradual_metrics():
     return [
         f"{R}/gradual/{a}/seed{s}/frs/r{r}/metrics.json"
         for a in gradual_archs()
-        for s in SEEDS
+        for s in seeds_for(a)
         for r in gradual_ratios()
     ]
 

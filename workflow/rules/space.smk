@@ -20,14 +20,14 @@ SPACE_SAMPLE = "{arch}/seed{seed}/regime{macs}/sample{sample}"
 SPACE_METRICS = [
     f"{R}/space/{a}/seed{s}/regime{m}/sample{i}/metrics.json"
     for a in (SPACE_ARCHS if SPACE["enabled"] else [])
-    for s in SEEDS
+    for s in seeds_for(a)
     for m in SPACE_REGIMES
     for i in range(SPACE["samples"])
 ]
 SPACE_SUMMARIES = [
     f"{R}/space/{a}/seed{s}/summary.json"
     for a in (SPACE_ARCHS if SPACE["enabled"] else [])
-    for s in SEEDS
+    for s in seeds_for(a)
 ]
 
 
