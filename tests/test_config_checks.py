@@ -120,6 +120,7 @@ HOSTILE = [  # (edits, key named in the message)
     ([("regularizer.archs", ["cnn"])], "regularizer"),  # regimes: [standard] only
     ([("scratch", {"enabled": True, "methods": ["taylor"]})], "scratch.methods"),
     ([("scratch", {"enabled": True, "methods": []})], "scratch.methods"),
+    ([("scratch", {"enabled": True, "regimes": ["pat"]})], "scratch.regimes"),   # tiny trains standard only
     ([("scratch", {"enabled": True}), ("granularities", {"unstructured": [0.5]})], "scratch.ratios"),
     ([("space", {"enabled": True, "archs": ["nope"]})], "space.archs"),
     ([("granularities", {})], "granularities"),

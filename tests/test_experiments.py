@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workdir, snakemake
+from prunelab.settings import GradualSettings
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 CONFIGS = sorted((REPO / "config/experiments").glob("*.yaml"))
@@ -74,13 +75,16 @@ def planned_jobs(out: str) -> dict[str, int]:
             if m.group(1) != "total"}
 
 
-# Counted by hand from config/experiments/fashion_mnist.yaml (3 seeds): FNN 13 unstructured-capable variants x 6
-# ratios + 13 structured ones (no bn_scale, hrank: no BatchNorm, no conv) x 4; LeNet-5 (its own ratios and its 12
-# methods, one screening lambda and one contribution kappa) 8 x 3 + 10 x 4; pat FNN: the 2 contribution variants x
-# (6 + 4); scores: FNN 15, LeNet-5 12, pat 2 variants; scratch: magnitude at 0.7 on both standard baselines.
-FASHION_JOBS = {"prepare_data": 1, "train_baseline": 9, "collect_stats": 9, "score": 3 * (15 + 12 + 2),
-                "prune_finetune": 3 * (13 * 6 + 13 * 4 + 8 * 3 + 10 * 4 + 2 * 10),
-                "train_gradual": 3, "train_scratch": 6}
+# Counted by hand from config/experiments/fashion_mnist.yaml. FNN, 5 seeds: 12 unstructured-capable variants
+# (random, magnitude, taylor, screening 2 lambdas x 2 allocations, contribution 2 kappas, lamp, obd, wanda) x 5
+# ratios + 9 structured ones (allocation and kappa do not change structured scores: screening 2, contribution 1;
+# frs, fpgm; no bn_scale, hrank: no BatchNorm, no conv) x 4. pat: 2 betas x 5 seeds x (magnitude, contribution-kappa0)
+# x (5 + 4). LeNet-5, 3 seeds: 8 unstructured x 1 + 10 structured x 3. Scores: FNN 14 variants, pat 2, LeNet-5 12.
+# Scratch: magnitude at 0.5 on the standard baselines; gradual: LeNet-5, 3 seeds.
+FASHION_JOBS = {"prepare_data": 1, "train_baseline": 5 + 10 + 3, "collect_stats": 5 + 10 + 3,
+                "score": 5 * 14 + 10 * 2 + 3 * 12,
+                "prune_finetune": 5 * (12 * 5 + 9 * 4) + 10 * 2 * (5 + 4) + 3 * (8 * 1 + 10 * 3),
+                "train_gradual": 3, "train_scratch": 5 + 3}
 
 
 def expected_jobs(cfg: dict) -> dict[str, int]:
@@ -101,7 +105,7 @@ def gradual_jobs(cfg: dict) -> int:
         return 0
     archs = g.get("archs") or [a for a, spec in cfg["archs"].items() if spec["name"] not in DENSE_ONLY_MODELS]
     ratios = g.get("ratios") or cfg["granularities"].get("structured", [])
-    return len(archs) * len(cfg["seeds"]) * len(ratios)
+    return sum(len(cfg["archs"][a].get("seeds") or cfg["seeds"]) for a in archs) * len(ratios)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=ids)
@@ -152,7 +156,8 @@ def test_gradual_schedule_reaches_its_ratios(path):
     gradual = pytest.importorskip("prunelab.pruning.gradual")
     cfg = load(path)
     g = cfg["gradual"]
-    steps = gradual.pruning_epochs(g["interval"], g.get("stop_epoch"), cfg["train"]["epochs"])
+    stop = GradualSettings.of({"stop_epoch": g.get("stop_epoch")}).stop_epoch_for(cfg["train"]["epochs"])
+    steps = gradual.pruning_epochs(g["interval"], stop, cfg["train"]["epochs"])
     classes = 100 if cfg["dataset"]["name"] == "cifar100" else 10
     for arch, spec in cfg["archs"].items():
         if not g.get("archs") and spec["name"] in DENSE_ONLY_MODELS or g.get("archs") and arch not in g["archs"]:

@@ -110,6 +110,11 @@ def ratios(granularity, arch=None):
     return [fmt_ratio(r) for r in (own or config["granularities"]).get(granularity, [])]
 
 
+def regime_kind(regime):
+    """standard or pat (a regime of pruning-aware training at any beta)."""
+    return "pat" if regime in PAT_REGIMES else regime
+
+
 def regime_archs(regime):
     """Architectures trained in `regime` (pat may be limited to some, config regularizer.archs)."""
     limit = config["regularizer"].get("archs") if regime in PAT_REGIMES else None
@@ -290,6 +295,7 @@ def scratch_metrics():
     return [
         f"{R}/scratch/{a}/{g}/seed{s}/{m}/structured/r{r}/metrics.json"
         for a, g, s in baseline_combos()
+        if regime_kind(g) in config["scratch"]["regimes"]
         for m in scratch_methods()
         if m in methods_for("structured", g, a)
         for r in scratch_ratios()

@@ -201,6 +201,7 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
     if cfg["scratch"]["enabled"]:
         s = cfg["scratch"]
         unknown("scratch.methods", s["methods"], methods, "methods")
+        unknown("scratch.regimes", s["regimes"], cfg["regimes"], "regimes")
         if not s["methods"]:
             raise ConfigError("config key 'scratch.methods': empty: scratch would schedule nothing")
         flat = [m for m in s["methods"] if "structured" not in _granularities(m)]
@@ -211,10 +212,10 @@ def check_sections(cfg: dict, given: set[str] | None = None) -> None:
             raise ConfigError("config key 'scratch.ratios': empty and granularities.structured is empty: scratch "
                               "retrains structurally pruned architectures, so it would schedule nothing")
         base = lambda names: {n.split("-", 1)[0] for n in names}  # noqa: E731  (variant -> method)
-        pat_only = "standard" not in cfg["regimes"] and reg["methods"]
+        pat_only = "standard" not in s["regimes"] and reg["methods"]
         if pat_only and not base(s["methods"]) & base(reg["methods"]):
             raise ConfigError(f"config key 'scratch.methods': {s['methods']} are not in regularizer.methods "
-                              f"{reg['methods']} (the only regime is pat): scratch would schedule nothing")
+                              f"{reg['methods']} (scratch.regimes is pat only): scratch would schedule nothing")
     if cfg["space"]["enabled"]:
         unknown("space.archs", cfg["space"]["archs"], archs, "archs")
     for i, ref in enumerate(cfg["reference"]):
