@@ -25,7 +25,7 @@ from prunelab.pruning.masks import MaskKeeper, prune_unstructured
 from prunelab.pruning.removal import prune_selected
 from prunelab.pruning.schedules import finetune_split, iterative_ratios
 from prunelab.pruning.selection import select_structured_groups, validate_scores
-from prunelab.settings import FinetuneSettings, PruneSettings, StatsSettings
+from prunelab.settings import FinetuneSettings, PruneSettings, StatsSettings, round_half_up
 from prunelab.stats import collect_baseline_statistics
 from prunelab.training import train_model
 
@@ -123,7 +123,7 @@ def _structured_rounds(model, arch, scores, targets, x, prune: PruneSettings, de
         round_ratio = target
         if k > 0:
             if prune.target == "units":
-                left = round(target * n0) - removed            # units this round still has to remove
+                left = round_half_up(target * n0) - removed    # units this round still has to remove
                 if left < 1:
                     continue
                 round_ratio = left / (n0 - removed)
