@@ -137,8 +137,11 @@ def recovery(sel: pd.DataFrame, reference: str | None = None):
         if not sel.empty else sel
     if d.empty:
         return "no fine-tuned model with top1_test_before_finetune"
+    if (d["regime"] == "standard").any():  # pruning-aware training has its own table
+        d = d[d["regime"] == "standard"]
     grank = {g: k for k, g in enumerate(granularities_in(d["gran"]))}
-    d = d.sort_values("gran", key=lambda c: c.map(grank), kind="mergesort")
+    d = d.assign(_b=d["budget"].astype(float).fillna(-1.0)).sort_values(
+        ["gran", "_b"], key=lambda c: c.map(grank) if c.name == "gran" else c, kind="mergesort")
     panels = chunked(d, ["gran", "budget"], reference=reference)
     fig, axes, flat = grid(panels)
     styles = series_styles(methods_in(d, "label"))
@@ -174,6 +177,8 @@ def speedups(summary: pd.DataFrame, reference: str | None = None):
     first = d.groupby(["dataset", "arch", "granularity"], dropna=False)["budget"].transform(
         lambda b: b.min() if b.notna().any() else np.nan)
     d = d[at_budget(d, np.nan) | (d["budget"] == first)]
+    if (d["regime"] == "standard").any():  # pruning-aware training has its own table
+        d = d[d["regime"] == "standard"]
     grank = {g: k for k, g in enumerate(granularities_in(d["granularity"]))}
     d = d.sort_values(["dataset", "arch", "granularity"], key=lambda c: c.map(grank) if c.name == "granularity" else c,
                       kind="mergesort")

@@ -42,13 +42,18 @@ def auc_frame(sel: pd.DataFrame) -> pd.DataFrame:
             if lab not in per:
                 continue
             g = g[g["ratio"].isin(shared)]
+            points: dict = {}  # seed -> ratio -> [(compression, top-1)]
+            comp = pd.to_numeric(g["compression"], errors="coerce").to_numpy(float, na_value=np.nan)
+            top1 = pd.to_numeric(g["top1_test"], errors="coerce").to_numpy(float, na_value=np.nan)
+            for seed, r, c, y in zip(g["seed"].tolist(), g["ratio"].tolist(), comp, top1):
+                points.setdefault(seed, {}).setdefault(r, []).append((c, y))
             areas, norms = [], []
-            for _, s in g.groupby("seed"):
-                c = s.groupby("ratio")[["compression", "top1_test"]].mean()
-                if len(c) < len(shared) or not np.all(np.isfinite(c.to_numpy(float))):
+            for seed in sorted(points):
+                c = np.array([np.mean(points[seed][r], axis=0) for r in sorted(points[seed])])
+                if len(c) < len(shared) or not np.all(np.isfinite(c)):
                     continue
-                a = log_auc(c["compression"], c["top1_test"])
-                width = math.log(c["compression"].max()) - math.log(c["compression"].min())
+                a = log_auc(c[:, 0], c[:, 1])
+                width = math.log(c[:, 0].max()) - math.log(c[:, 0].min())
                 areas.append(a)
                 norms.append(a / width if width > 0 else math.nan)
             m, lo, hi, n = t_interval(areas)
@@ -80,8 +85,9 @@ def block_frame(summary: pd.DataFrame) -> pd.DataFrame:
     from scipy import stats
 
     cols = ["block"] + BLOCK + ["method", "ratios", "value", "rank"]
-    s = summary[summary["stage"].isin(ONESHOT) & (summary["verdict"] != "identical")] if not summary.empty \
-        else summary
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    s = summary[summary["stage"].isin(ONESHOT) & (summary["verdict"] != "identical")]
     rows = []
     block = 0
     for key, g in s.groupby(BLOCK, sort=False, dropna=False):
@@ -140,8 +146,9 @@ def budget_frame(summary: pd.DataFrame) -> pd.DataFrame:
     the ratios both budgets' blocks share."""
     from scipy import stats
 
-    s = summary[(summary["stage"] == "finetuned") & (summary["verdict"] != "identical")] if not summary.empty \
-        else summary
+    if summary.empty:
+        return pd.DataFrame(columns=BUDGET_COLUMNS)
+    s = summary[(summary["stage"] == "finetuned") & (summary["verdict"] != "identical")]
     rows = []
     for key, c in s.groupby(CURVE, sort=False, dropna=False):
         budgets = sorted(b for b in c["budget"].unique() if np.isfinite(b))
@@ -220,7 +227,8 @@ def cd_diagram(ranks: pd.DataFrame, info: dict):
 
 def ranking_text(info: dict) -> str:
     """What the ranking is over and which test it got, for the report and the README."""
-    head = (f"Mean rank of test top-1 (1 = best, ties averaged) over {info['n']} blocks, one per curve (dataset · "
+    head = (f"Mean rank of test top-1 (1 = best, ties averaged) over {info['n']} block{'s' if info['n'] != 1 else ''}, "
+            f"one per curve (dataset · "
             f"arch · regime · granularity · target) and fine-tuning budget (ratios along one curve are not "
             f"independent settings), each valued by the mean top-1 over the ratios every method of the block has: "
             f"matched cost where a ratio is a cost (unstructured: weights; structured: a params or MACs target), not "

@@ -122,13 +122,16 @@ def findings(summary: pd.DataFrame, pat: pd.DataFrame, correction: str) -> list[
     tested = pat[pat["p_adj"].notna()] if not pat.empty else pat
     if len(tested):
         sig = tested[tested["verdict"] == SIGNIFICANT]
-        top = tested.loc[tested["dref_mean"].abs().idxmax()]
-        out.append(f"**Pruning-aware training − standard** (same method, ratio, budget, seed; m = {len(tested)} over "
-                   f"{tested.groupby(['dataset', 'arch', 'granularity', 'target', 'budget'], dropna=False).ngroups} "
-                   f"tables): {len(sig)} significant {after(correction)}; largest {top['method']} ({top['regime']}, "
-                   f"{top['granularity']}, {top['ratio']:.2f}{', ' + fmt_budget(top['budget']) if fmt_budget(top['budget']) else ''}): "
-                   f"{pp(top['dref_mean'], top['dref_lo'], top['dref_hi'])}, "
-                   f"{words(top.to_dict() | {'family': 'pat'}, correction)}.")
+        pool = sig if len(sig) else tested
+        top = pool.loc[pool["dref_mean"].abs().idxmax()]
+        n = int(np.median(tested["n_pairs"]))
+        where = ", ".join(x for x in (str(top["regime"]), str(top["granularity"]), f"{top['ratio']:.2f}",
+                                      fmt_budget(top["budget"])) if x)
+        out.append(f"**Pruning-aware training − standard** (same method, ratio, budget and seed; m = {len(tested)} "
+                   f"in {tested.groupby(['dataset', 'arch', 'granularity', 'target', 'budget'], dropna=False).ngroups}"
+                   f" tables, {n} seeds): {len(sig)} significant {after(correction)}; largest"
+                   f"{' significant' if len(sig) else ''}: {top['method']} ({where}) "
+                   f"{pp(top['dref_mean'], top['dref_lo'], top['dref_hi'])}, {words(top, correction)}.")
     ranks, info = rank_frame(summary)
     if len(ranks):
         items = ", ".join(f"{r['method']} {r['mean_rank']:.2f} [{r['rank_min']:g}–{r['rank_max']:g}]"
@@ -215,9 +218,12 @@ def arms_table(summary: pd.DataFrame, base: pd.DataFrame) -> list[str]:
             one = summary[(summary["family"] == "one-shot") & (summary["dataset"] == ds) & (summary["arch"] == arch)
                           & (summary["regime"] == STANDARD) & (summary["method"] == ref) & (summary["ratio"] == ratio)
                           & (summary["granularity"] == g.iloc[0]["granularity"])]
+            top = budgets_of(one)[-1] if len(one) else None
             for _, r in one.iterrows():
+                is_ref = (pd.isna(top) and pd.isna(r["budget"])) or r["budget"] == top
                 rows.append([arch, f"{ref} fine-tuned {fmt_budget(r['budget'])}".strip(), f"{ratio:g}",
-                             str(r["n_seeds"]), f"{r['top1_mean']:.2f}", fmt_steps(r["steps_total_mean"]), "ref"])
+                             str(r["n_seeds"]), f"{r['top1_mean']:.2f}", fmt_steps(r["steps_total_mean"]),
+                             "ref" if is_ref else ""])
             for _, r in g[g["ratio"] == ratio].iterrows():
                 rows.append([arch, str(r["method"]), f"{ratio:g}", str(r["n_seeds"]), f"{r['top1_mean']:.2f}",
                              fmt_steps(r["steps_total_mean"]), cell(r, 2)])
@@ -230,7 +236,8 @@ def budget_lines(budgets: pd.DataFrame) -> list[str]:
     """The order of methods between budgets, per curve: Spearman ρ and Kendall τ (k methods)."""
     if budgets.empty:
         return []
-    items = [f"{r['arch']} · {r['granularity']}{' (' + r['target'] + ')' if r['granularity'] == 'structured' else ''}"
+    items = [f"{curve_title(r.to_dict() | {'budget': np.nan}).split(' · ', 2)[0]} · "
+             f"{curve_title(r.to_dict() | {'budget': np.nan}).split(' · ')[-1]}"
              f" {r['budget_a']:g} vs {r['budget_b']:g} steps: ρ = {r['spearman']:.2f}, τ = {r['kendall']:.2f} "
              f"({int(r['n_methods'])} methods)" for _, r in budgets[budgets["regime"] == STANDARD].iterrows()]
     return ([f"Order of the methods' mean top-1 between budgets: {'; '.join(items)}.", ""] if items else [])

@@ -4,6 +4,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from .collect import method_rank
 
 STYLE = {
@@ -71,8 +73,12 @@ def series_styles(pairs) -> dict[str, dict]:
         if key in labels:
             out[key] = dict(base, linestyle="-")
         n = len(variants)
-        for i, lab in enumerate(variants):
-            f = -0.5 + i / (n - 1) if n > 1 else 0.0  # -0.5: half-way to white … +0.5: 40 % towards black
+        # -0.5: half-way to white … +0.5: 40 % towards black; the plain method keeps the unshaded colour (0)
+        shades = list(np.linspace(-0.5, 0.5, n + 1)) if key in labels else list(np.linspace(-0.5, 0.5, n) if n > 1
+                                                                                  else [0.0])
+        if key in labels:
+            shades.pop(int(np.argmin(np.abs(shades))))
+        for i, (lab, f) in enumerate(zip(variants, shades)):
             color = _mix(base["color"], "#ffffff", -f) if f < 0 else _mix(base["color"], "#000000", 0.8 * f)
             out[lab] = dict(color=color, marker=base["marker"], linestyle=LINESTYLES[(i + 1) % len(LINESTYLES)])
     return out
@@ -100,7 +106,6 @@ def chunk_series(pairs, reference: str | None, size: int = MAX_SERIES - 1) -> li
 
 def new_figure(nrows: int = 1, ncols: int = 1, w: float = 4.2, h: float = 3.2, **kw):
     """(Figure, 2-d array of axes) without pyplot: no global state, no backend switch (Agg canvas)."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")

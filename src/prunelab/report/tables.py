@@ -30,10 +30,15 @@ def _stat(values) -> tuple[float, float, int]:
 
 
 def per_seed(rows: pd.DataFrame, col: str) -> pd.Series:
-    """Mean of `col` per seed (rows of one group), NaNs dropped, indexed by seed."""
-    vals = pd.to_numeric(rows[col], errors="coerce").astype(float)
-    s = pd.Series(vals.to_numpy(), index=rows["seed"].to_numpy()).dropna()
-    return s.groupby(level=0).mean().sort_index()
+    """Mean of `col` per seed (rows of one group), NaNs dropped, indexed by seed (ascending)."""
+    vals = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    seeds = np.asarray(rows["seed"].tolist(), dtype=object)
+    ok = np.isfinite(vals)
+    vals, seeds = vals[ok], seeds[ok]
+    if len(set(seeds)) == len(seeds):  # one value per seed (the usual case): no groupby
+        order = sorted(range(len(seeds)), key=lambda i: seeds[i])
+        return pd.Series(vals[order], index=list(seeds[order]), dtype=float)
+    return pd.Series(vals, index=list(seeds)).groupby(level=0).mean().sort_index()
 
 
 def baseline_top1(df: pd.DataFrame) -> dict:
