@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -287,3 +288,20 @@ def test_friedman_and_nemenyi_with_enough_blocks():
     ranks, info = rank_frame(s[s["arch"] != "a0"])  # 11 blocks: still enough; 10: not
     assert info["applies"]
     assert not rank_frame(s[~s["arch"].isin(["a0", "a1"])])[1]["applies"]
+
+
+def test_the_report_does_not_import_torch(tmp_path):
+    """`import prunelab.report` and a report from results without score files stay torch-free (variant names are
+    read from the records' method_config, not by the methods package, which imports torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from prunelab.report import build_from_frame; "
+            "from prunelab.report.collect import records_frame; "
+            "from test_report_families import new_format_records; "
+            "recs = [r for r in new_format_records() if r['seed'] < 2 and r.get('ratio_requested') in (None, 0.5)]; "
+            f"build_from_frame(records_frame(recs), [], {str(tmp_path)!r}, figures=False); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).parent))
+    assert out.stdout.strip().splitlines()[-1] == "[]"
