@@ -47,8 +47,12 @@ def test_section_opens_with_findings_from_the_tables(tmp_path, new_format_report
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n## Results\n\n{begin}\nold text\n{end}\n\n## After\n")
     out = tmp_path / "docs" / "results" / "exp"
-    publish(results, readme, out, "make run CONFIG=x.yaml", "abc123")
+    timing = {"wall_s": 600.0, "jobs": 10, "cores": 2, "load_average_start": [0.5, 0.4, 0.3],
+              "jobs_detail": [{"span_s": 30.0, "overhead_s": 2.5}] * 10, "overhead_s": {"median": 2.5}}
+    publish(results, readme, out, "make run CONFIG=x.yaml", "abc123", timing)
     text = readme.read_text()
+    assert ("10.0 min for 10 jobs on 2 CPU cores (load average 0.5 at the start). Of the jobs' summed time, 5.0 min "
+            "was their own work and 0.4 min per-job overhead") in text
     assert text.startswith("# Title\n\n## Results\n\n") and text.endswith(f"{end}\n\n## After\n")
     lines = _section(text)
     assert len(lines) <= 120 and "old text" not in text and "`abc123`" in text and "make run CONFIG=x.yaml" in text
@@ -79,8 +83,9 @@ def test_section_opens_with_findings_from_the_tables(tmp_path, new_format_report
                for ln in lines)
     assert "| fnn | magnitude (scratch) | 0.6 | 5 |" in text and "| 8,600 |" in text and "| 7,000 |" in text
     assert "[`docs/results/exp/summary.md`](docs/results/exp/summary.md)" in text
-    assert (out / "summary.md").is_file() and (out / "pat.csv").is_file() and (out / "figures/top1_vs_macs.png").exists()
-    publish(results, readme, out, "make run CONFIG=x.yaml", "abc123")
+    assert (out / "summary.md").is_file() and (out / "pat.csv").is_file()
+    assert (out / "figures/top1_vs_macs.png").exists()
+    publish(results, readme, out, "make run CONFIG=x.yaml", "abc123", timing)
     assert readme.read_text() == text  # idempotent
 
 
@@ -119,7 +124,8 @@ def test_publish_replaces_what_an_earlier_publish_copied(tmp_path, new_format_re
     assert {"summary.md", "summary.csv", "pat.csv", "budget_ranks.csv", "top1_vs_macs.png"} <= set(files)
 
 
-def test_publish_refuses_a_readme_without_markers_or_a_long_section(tmp_path, new_format_report, monkeypatch):  # noqa: F811
+def test_publish_refuses_a_readme_without_markers_or_a_long_section(tmp_path, monkeypatch,
+                                                                     new_format_report):  # noqa: F811
     results = _results(tmp_path, new_format_report["out"])
     readme = tmp_path / "README.md"
     readme.write_text("# nothing here\n")

@@ -374,7 +374,8 @@ def test_variant_labels_and_styles():
                              "frs-alpha2-beta1", "random-seed2", "contribution-kappam1"}
     assert df.loc["magnitude (scratch)", "style"] == "scratch" and df.loc["magnitude (scratch)", "gran"] == "structured"
     assert df.loc["screening-lambda0.75", "vval"] == 0.75 and df.loc["screening-lambda0.75", "style"] == "screening"
-    assert df.loc["screening (lambda=0.25)", "vval"] == 0.25 and df.loc["screening-lambda0.75", "pair_regime"] == "standard"
+    assert df.loc["screening (lambda=0.25)", "vval"] == 0.25
+    assert df.loc["screening-lambda0.75", "pair_regime"] == "standard"
     assert tuple(df.loc["contribution-kappa1", ["base", "vkey", "vval", "style"]]) == \
         ("contribution", "kappa", 1.0, "contribution")
     assert tuple(df.loc["contribution-kappam1", ["vkey", "vval"]]) == ("kappa", -1.0)  # negative value written 'm'

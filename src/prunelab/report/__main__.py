@@ -1,4 +1,5 @@
-"""python -m prunelab.report (--metrics-glob GLOB | --results-csv FILE | --from-mlflow URI --experiment NAME) --out DIR"""
+"""python -m prunelab.report (--metrics-glob GLOB | --results-csv FILE | --from-mlflow URI --experiment NAME)
+--out DIR"""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prunelab.report", description=__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--metrics-glob", help="glob of metrics.json files ('**' recurses)")
-    src.add_argument("--results-csv", metavar="FILE", help="a report's results.csv (e.g. docs/results/<exp>/results.csv)")
+    src.add_argument("--results-csv", metavar="FILE",
+                     help="a report's results.csv (e.g. docs/results/<exp>/results.csv)")
     src.add_argument("--from-mlflow", metavar="URI", help="tracking URI, e.g. sqlite:///abs/path/mlflow.db")
     ap.add_argument("--experiment", help="MLflow experiment name (with --from-mlflow)")
     ap.add_argument("--scores-glob", help="glob of score files (default: <glob root>/scores/*/*/seed*/*.pt)")

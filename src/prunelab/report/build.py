@@ -30,11 +30,12 @@ FIGURES = {
     "layer_kept": ("per-layer kept fraction at one ratio",
                    lambda c: F.layer_kept(c["df"], c["layer_ratio"], c["reference"])),
     "agreement_heatmap": ("Spearman agreement of methods' scores", lambda c: F.agreement_heatmap(c["amean"])),
-    "critical_difference": ("mean ranks over all settings with the Nemenyi critical difference (Demšar 2006)",
+    "critical_difference": ("mean ranks over the curves with the Nemenyi critical difference (Demšar 2006)",
                             lambda c: RK.cd_diagram(c["ranks"], c["rank_info"])),
     "space_edf": ("pruning-space error EDFs per MACs regime", lambda c: FX.space_edf(c["df"])),
     "space_error_vs_ratio": ("pruning-space error vs MACs/params ratio", lambda c: FX.space_scatter(c["df"])),
-    "gradual_vs_oneshot": ("gradual vs one-shot: accuracy vs training cost", lambda c: FX.gradual_cost(c["df"], c["reference"])),
+    "gradual_vs_oneshot": ("gradual vs one-shot: accuracy vs training cost",
+                           lambda c: FX.gradual_cost(c["df"], c["reference"])),
 }
 
 

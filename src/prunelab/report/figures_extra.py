@@ -26,7 +26,8 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
     d = sel[(sel["base"] == base) & (sel["vkey"] == key) & finite_rows(sel["vval"], sel["top1_test"])] \
         if not sel.empty else sel
     keys = ["dataset", "arch", "regime", "gran", "target", "budget"]
-    panels = [(k, g) for k, g in d.groupby(keys, sort=False, dropna=False) if g["vval"].nunique() >= 2] if len(d) else []
+    groups = d.groupby(keys, sort=False, dropna=False) if len(d) else []
+    panels = [(k, g) for k, g in groups if g["vval"].nunique() >= 2]
     grank = {g: i for i, g in enumerate(granularities_in(d["gran"]))} if len(d) else {}
     panels.sort(key=lambda kg: (str(kg[0][0]), str(kg[0][1]), str(kg[0][2]), grank[kg[0][3]], str(kg[0][4]),
                                 -1.0 if pd.isna(kg[0][5]) else float(kg[0][5])))

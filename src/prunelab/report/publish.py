@@ -41,9 +41,10 @@ def section(report: Path, experiment: str, out_rel: str, command: str, commit: s
     if timing:
         split = compute_split(timing)
         lines += [f"*Wall time of that run (`benchmarks/pipeline_overhead.py`): {timing['wall_s'] / 60:.1f} min for "
-                  f"{timing['jobs']} jobs on {timing['cores']} CPU cores (load average {timing['load_average_start'][0]:.1f}"
-                  f" at the start). Of the jobs' summed time, {split['compute_s'] / 60:.1f} min was their own work and "
-                  f"{split['overhead_s'] / 60:.1f} min per-job overhead (interpreter start, imports, exit; median "
+                  f"{timing['jobs']} jobs on {timing['cores']} CPU cores (load average "
+                  f"{timing['load_average_start'][0]:.1f} at the start). Of the jobs' summed time, "
+                  f"{split['compute_s'] / 60:.1f} min was their own work and {split['overhead_s'] / 60:.1f} min "
+                  f"per-job overhead (interpreter start, imports, exit; median "
                   f"{split['overhead_median_s']:.2f} s a job).*", ""]
     lines += body(report, out_rel) + ["", end]
     if len(lines) > MAX_LINES:

@@ -160,7 +160,8 @@ def budget_frame(summary: pd.DataFrame) -> pd.DataFrame:
             wide = pair.pivot_table(index=["budget", "ratio"], columns="method", values="top1_mean", aggfunc="mean")
             ratios = sorted(set(wide.loc[b].dropna(axis=1, how="all").dropna().index)
                             & set(wide.loc[top].dropna(axis=1, how="all").dropna().index))
-            methods = [m for m in wide.columns if all(np.isfinite(wide.loc[(x, r), m]) for x in (b, top) for r in ratios)]
+            methods = [m for m in wide.columns
+                       if all(np.isfinite(wide.loc[(x, r), m]) for x in (b, top) for r in ratios)]
             if len(methods) < 3 or not ratios:
                 continue
             va = [float(np.mean([wide.loc[(b, r), m] for r in ratios])) for m in methods]
@@ -237,8 +238,8 @@ def ranking_text(info: dict) -> str:
     if info["applies"]:
         return head + (f" Friedman test: χ²_F = {info['chi2']:.2f} ({info['k'] - 1} df), p = {info['p']:.3g} "
                        f"(Iman–Davenport F = {info['iman_davenport']:.2f}); Nemenyi critical difference at "
-                       f"α = {ALPHA}: {info['cd']:.2f} (Demšar 2006): methods whose mean ranks differ by less are not "
-                       "distinguishable.")
+                       f"α = {ALPHA}: {info['cd']:.2f} (Demšar 2006): methods whose mean ranks differ by less are "
+                       "not distinguishable.")
     return head + (f" No Friedman test or critical difference: Demšar (2006, §3.2.2) gives N > "
                    f"{FRIEDMAN_MIN_BLOCKS - 1} blocks and k > {FRIEDMAN_MIN_METHODS - 1} methods as the rule of thumb "
                    f"for its χ² approximation, and here N = {info['n']}, k = {info['k']}; the spread of each "
@@ -276,8 +277,9 @@ def sections(auc: pd.DataFrame, ranks: pd.DataFrame, info: dict, budgets: pd.Dat
         fig = " See figures/critical_difference.png." if info["applies"] else ""
         out.append(Section("Overall ranking", ranking_text(info) + dropped + fig + " Per block in ranking_blocks.csv.",
                            ["method", "mean rank", "sd", "range", "blocks"],
-                           [[(str(r["method"]), i == 0), (f"{r['mean_rank']:.2f}", i == 0), (fmt_num(r["rank_sd"]), False),
-                             (f"{r['rank_min']:g}–{r['rank_max']:g}", False), (str(r["n_blocks"]), False)]
+                           [[(str(r["method"]), i == 0), (f"{r['mean_rank']:.2f}", i == 0),
+                             (fmt_num(r["rank_sd"]), False), (f"{r['rank_min']:g}–{r['rank_max']:g}", False),
+                             (str(r["n_blocks"]), False)]
                             for i, (_, r) in enumerate(ranks.iterrows())]))
     if not budgets.empty:
         out.append(Section("Order of methods between budgets",

@@ -84,12 +84,14 @@ def _table_line(g: pd.DataFrame, correction: str, others: pd.DataFrame) -> str:
         top = sig.loc[sig["dref_mean"].abs().idxmax()]
         text = (f"{len(sig)} difference{'s' if len(sig) > 1 else ''} to {ref} significant {after(correction)} "
                 f"({worse} worse, {better} better); "
-                f"largest {top['method']} at {top['ratio']:.2f}: {pp(top['dref_mean'], top['dref_lo'], top['dref_hi'])}")
+                f"largest {top['method']} at {top['ratio']:.2f}: "
+                f"{pp(top['dref_mean'], top['dref_lo'], top['dref_hi'])}")
     else:
         text = f"no difference to {ref} significant {after(correction)}"
         if len(tested):
             top = tested.loc[tested["dref_mean"].abs().idxmax()]
-            text += f"; largest {top['method']} at {top['ratio']:.2f}: {top['dref_mean']:+.2f} pp, {words(top, correction)}"
+            text += (f"; largest {top['method']} at {top['ratio']:.2f}: {top['dref_mean']:+.2f} pp, "
+                     f"{words(top, correction)}")
     if len(near):
         e = near.loc[near["dref_mean"].abs().idxmax()]
         text += (f"; {len(near)} more with an interval excluding 0 but not significant (listed in the report), e.g. "
@@ -195,8 +197,8 @@ def pat_table(pat: pd.DataFrame, correction: str) -> list[str]:
     budgets = budgets_of(rows)
     ratios, body = _compact(rows, ["curve", "method", "regime"], budgets)
     return ([f"**Pruning-aware training**: PaT − standard test top-1 (pp) for the same method, ratio and seed, mean "
-             f"[95 % t-interval], at {_budgets_text(budgets)}; {SIG} significant {after(correction)} in its table (one per arch · "
-             f"granularity · budget), {NEAR} interval excludes 0 but not significant.", ""]
+             f"[95 % t-interval], at {_budgets_text(budgets)}; {SIG} significant {after(correction)} in its table "
+             f"(one per arch · granularity · budget), {NEAR} interval excludes 0 but not significant.", ""]
             + md(["arch · granularity", "method", "regime"] + ratios, body) + [""])
 
 

@@ -49,8 +49,8 @@ def family_caption(g: pd.DataFrame, against: str, correction: str, holds: str, s
     level = float(np.nanmax(g["family_level"]))
     where = (f"Holm's strictest step α/m = {ALPHA}/{m}" if correction == "holm" else
              f"BH's step for the smallest p, α/m = {ALPHA}/{m}" if correction == "bh" else f"α = {ALPHA}")
-    text = (f"Family: {holds}, m = {m} comparison{'s' if m != 1 else ''} with {against} ({TEST}), p corrected together by "
-            f"{CORRECTION_NAMES[correction]}.")
+    text = (f"Family: {holds}, m = {m} comparison{'s' if m != 1 else ''} with {against} ({TEST}), p corrected "
+            f"together by {CORRECTION_NAMES[correction]}.")
     if twins:
         text += f" Identical in fact, not tested: {'; '.join(twins)}."
     row = g[np.isfinite(g["mdd"].astype(float))]
@@ -58,8 +58,8 @@ def family_caption(g: pd.DataFrame, against: str, correction: str, holds: str, s
         return text + " Detectable difference: undefined (fewer than 2 paired seeds)."
     r = row.iloc[0]
     return text + (f" {scope[0].upper() + scope[1:]} detects ≥ {r['mdd']:.2f} pp: the difference the {TEST} finds "
-                   f"with {100 * POWER:.0f} % power at {where} (= {level:.2g}), with {int(r['mdd_n'])} paired seeds and the "
-                   f"median paired sd of its tested comparisons, {r['mdd_sd']:.2f} pp.")
+                   f"with {100 * POWER:.0f} % power at {where} (= {level:.2g}), with {int(r['mdd_n'])} paired seeds "
+                   f"and the median paired sd of its tested comparisons, {r['mdd_sd']:.2f} pp.")
 
 
 def summary_sections(summary: pd.DataFrame, reference: str, correction: str) -> list[Section]:

@@ -92,7 +92,7 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float, int]:
 
 def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t-test with n pairs at level alpha for a standardized effect (true mean
-    difference / sd of the differences): P(|T| > t_{1−α/2, n−1}) with T noncentral t (n − 1 df, δ = effect·√n)."""
+    difference / sd of the differences): P(|T| > t_{1−α/2, n−1}), T noncentral t (n − 1 df, δ = effect·√n)."""
     from scipy import stats
 
     df = n - 1

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import method_rank
+from .families import mark
 from .significance import paired_delta
 
 GROUP = ["dataset", "arch", "regime", "gran", "target", "ratio"]  # the methods compete here (at every budget)
@@ -93,8 +94,6 @@ def summary_frame(df: pd.DataFrame, reference: str, correction: str) -> pd.DataF
     variant: top-1, paired Δ to the own baseline with its 95 % t-interval, cost and steps (mean over seeds), the
     comparison with the `reference` method in its family (`families.mark`: identical rows, the one-shot family
     per table, the controls' own family, p corrected by `correction`), measured speedup median and spread."""
-    from .families import mark
-
     sel = select_rows(df)
     if sel.empty:
         return pd.DataFrame()
