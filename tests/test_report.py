@@ -15,7 +15,6 @@ from scipy import stats
 from prunelab.report import build_report
 from prunelab.report.__main__ import main as cli
 from prunelab.report.collect import COLUMNS
-from prunelab.report.significance import paired_test
 
 EXP, DS = "synth", "cifar10"
 ARCHS = {"vgg11": 91.0, "resnet20": 88.0}
@@ -24,11 +23,12 @@ RATIOS = (0.5, 0.9)
 METHODS = ("magnitude", "taylor", "screening")
 LAYERS = {"conv1": (8, 3, 3, 3), "conv2": (16, 8, 3, 3), "fc": (10, 64)}
 # accuracy drop at ratio 0.5/0.9 relative to the baseline; taylor is clearly worse than magnitude
-DROP = {"magnitude": (0.5, 2.0), "taylor": (3.5, 6.0), "screening": (0.6, 2.1), "screening_l0.25": (0.9, 2.5)}
-STATIC_FIGS = ("top1_vs_compression", "top1_vs_speedup", "finetune_recovery", "speedup_measured_vs_theoretical",
+DROP = {"magnitude": (0.5, 2.0), "taylor": (3.5, 6.0), "screening": (0.6, 2.1), "screening-lambda0.25": (0.9, 2.5)}
+STATIC_FIGS = ("top1_vs_compression", "top1_vs_macs", "finetune_recovery", "speedup_measured_vs_theoretical",
                "layer_kept", "agreement_heatmap", "critical_difference", "space_edf", "space_error_vs_ratio",
                "gradual_vs_oneshot")
-FIGS = STATIC_FIGS + ("sweep_screening_lambda",)  # one sweep figure per swept method option
+# one sweep figure per swept method option; no critical-difference diagram over 4 blocks (Demšar's N > 10)
+FIGS = tuple(f for f in STATIC_FIGS if f != "critical_difference") + ("sweep_screening_lambda",)
 
 
 def _rec(**kw) -> dict:
@@ -61,9 +61,9 @@ def make_results(root: Path) -> tuple[list[Path], list[dict]]:
                      params_total=1_000_000, params_nonzero=1_000_000, compression=1.0, macs_dense=5e7,
                      macs_effective=5e7, speedup_theoretical=1.0, latency_ms_b1=2.0 + 0.1 * seed,
                      latency_ms_b64=40.0, epochs=10, wall_s=100.0 + seed))
-            for method in METHODS + ("screening_l0.25",):
+            for method in METHODS + ("screening-lambda0.25",):
                 for gran in ("unstructured", "structured"):
-                    if method == "screening_l0.25" and (arch, gran) != ("vgg11", "unstructured"):
+                    if method == "screening-lambda0.25" and (arch, gran) != ("vgg11", "unstructured"):
                         continue
                     for k, r in enumerate(RATIOS):
                         before = round(base - 10 * (k + 1) - rng.uniform(0, 3), 3)
@@ -76,8 +76,8 @@ def make_results(root: Path) -> tuple[list[Path], list[dict]]:
                                       latency_speedup=(0.7 * comp if gran == "structured" else None),
                                       schedule="oneshot",
                                       layer_kept={n: round(1 - r * (0.5 + 0.4 * j), 4) for j, n in enumerate(LAYERS)})
-                        if method == "screening":
-                            common["method_config"] = {"lambda": 0.5}
+                        if method.startswith("screening"):
+                            common["method_config"] = {"lambda": 0.5 if method == "screening" else 0.25}
                         rel = f"{arch}/standard/seed{seed}/{method}/{gran}/r{r:.2f}"
                         add(f"pruned/{rel}", _rec(stage="pruned", top1_test=before, **common))
                         add(f"finetuned/{rel}", _rec(stage="finetuned", top1_test=top1, top1_test_before_finetune=before,
@@ -179,7 +179,8 @@ def test_summary_numbers_bold_and_marker(built):
     n_marked = n_tested = 0
     for arch in ARCHS:
         for gran in ("unstructured", "structured"):
-            rows = _md_rows(md, f"### {arch} · {DS} · standard · {gran}")
+            title = f"### {arch} · {DS} · standard · {gran}" + (" (units)" if gran == "structured" else "")
+            rows = _md_rows(md, title + "\n")
             family = {}  # (ratio, method) -> raw paired t-test p vs magnitude: the table is one Holm family
             for r in RATIOS:
                 for m in DROP:
@@ -187,11 +188,6 @@ def test_summary_numbers_bold_and_marker(built):
                         top1 = np.array([exp[(arch, gran, r, m)][s]["top1_test"] for s in SEEDS])
                         mag = np.array([exp[(arch, gran, r, "magnitude")][s]["top1_test"] for s in SEEDS])
                         family[(r, m)] = stats.ttest_rel(top1, mag).pvalue
-            if gran == "structured":  # gradual FRS (structured by default) is in the family at its ratio 0.5
-                frs = {r["seed"]: r["top1_test"] for r in built["recs"] if r["stage"] == "gradual" and r["arch"] == arch}
-                mag = exp[(arch, gran, 0.5, "magnitude")]
-                family[(0.5, "frs (gradual)")] = stats.ttest_rel([frs[s] for s in SEEDS],
-                                                                 [mag[s]["top1_test"] for s in SEEDS]).pvalue
             holm = dict(zip(family, _holm(list(family.values()))))
             for r in RATIOS:
                 means = {m: np.mean([x["top1_test"] for x in exp[(arch, gran, r, m)].values()])
@@ -212,20 +208,22 @@ def test_summary_numbers_bold_and_marker(built):
                     assert row["compression_mean"] == pytest.approx(np.mean([seeds[s]["compression"] for s in SEEDS]))
                     md_row = next(c for c in rows if c[0] == f"{r:.2f}" and c[1].strip("*") == m)
                     best = means[m] == max(means.values())
-                    assert md_row[1].startswith("**") == best and md_row[4].startswith("**") == best
-                    cell = md_row[4].strip("*")
-                    assert cell.rstrip("†") == f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}"
-                    assert md_row[5] == _ci(delta)
+                    assert md_row[1].startswith("**") == best and md_row[3].startswith("**") == best
+                    cell = md_row[3].strip("*")
+                    assert cell.rstrip("†∘") == f"{top1.mean():.2f} ± {top1.std(ddof=1):.2f}"
+                    assert md_row[4] == _ci(delta)
                     if m != "magnitude":
                         mag = np.array([exp[(arch, gran, r, "magnitude")][s]["top1_test"] for s in SEEDS])
                         assert row["p_vs_ref"] == pytest.approx(family[(r, m)])
                         assert row["p_adj"] == pytest.approx(holm[(r, m)])
-                        assert cell.endswith("†") == md_row[7].endswith("†") == (holm[(r, m)] < 0.05)
-                        assert md_row[6] == _ci(top1 - mag)
+                        assert row["test"] == "paired t-test" and row["family"] == "one-shot"
+                        assert cell.endswith("†") == md_row[5].endswith("†") == (holm[(r, m)] < 0.05)
+                        assert md_row[5].rstrip("†∘") == _ci(top1 - mag)
+                        assert md_row[7] == row["verdict"]
                         n_marked += holm[(r, m)] < 0.05
                         n_tested += 1
                     else:
-                        assert not cell.endswith("†") and md_row[7] == "ref"
+                        assert not cell.endswith("†") and md_row[6] == "ref" and md_row[7] == "reference"
     assert 0 < n_marked < n_tested  # both outcomes occur in the synthetic data
     assert sum(p < 0.05 for p in summ["p_vs_ref"].dropna()) > n_marked  # the correction removed some raw marks
     assert "paired t-test (scipy.stats.ttest_rel)" in md and "Holm step-down" in md
@@ -246,6 +244,12 @@ def test_baseline_gradual_and_reference_tables(built):
     summ = pd.read_csv(built["out"] / "tables" / "summary.csv")
     g = summ[summ["method"] == "frs (gradual)"]
     assert set(g["arch"]) == set(ARCHS) and set(g["granularity"]) == {"structured"}
+    assert (g["family"] == "controls").all() and (g["family_size"] == 1).all()  # a family of its own
+    for arch in ARCHS:  # against magnitude fine-tuned at the same ratio (0.5), paired by seed
+        frs = [r["top1_test"] for r in sorted(built["recs"], key=lambda r: r["seed"])
+               if r["stage"] == "gradual" and r["arch"] == arch]
+        mag = [exp[(arch, "structured", 0.5, "magnitude")][s]["top1_test"] for s in SEEDS]
+        assert g.loc[g["arch"] == arch, "p_adj"].iloc[0] == pytest.approx(stats.ttest_rel(frs, mag).pvalue)
     top1 = [r["top1_test"] for r in built["recs"] if r["stage"] == "gradual" and r["arch"] == "vgg11"]
     assert g[g["arch"] == "vgg11"]["top1_mean"].iloc[0] == pytest.approx(np.mean(top1))
     ref = _md_rows(md, "## Published reference numbers")
@@ -304,7 +308,8 @@ def test_every_figure_exists_and_opens(built):
         assert img.shape[0] > 300 and img.shape[1] > 300, name
         assert (fdir / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
     assert set(built["written"]) >= {fdir / f"{n}.png" for n in FIGS}
-    assert "not made" not in (built["out"] / "tables" / "summary.md").read_text()
+    made = (built["out"] / "tables" / "summary.md").read_text().split("## Figures")[1]
+    assert made.count("not made") == 1 and "not made: critical_difference" in made and "Demšar 2006" in made
 
 
 def test_baselines_only(tmp_path, built):
@@ -347,6 +352,8 @@ def test_one_style_per_method():
 
 
 def test_variant_labels_and_styles():
+    """Labels from method names; the swept option and its value from the records' own method_config (what varies
+    between a base method's one-shot models), not from parsing the names."""
     from prunelab.report.collect import annotate, records_frame
 
     rows = [_rec(arch="a", seed=0, stage="finetuned", method="screening", granularity="unstructured",
@@ -354,24 +361,29 @@ def test_variant_labels_and_styles():
     rows += [_rec(arch="a", seed=0, stage="finetuned", method="magnitude", granularity="unstructured",
                   ratio_requested=0.5, schedule="iterative"),
              _rec(arch="a", seed=0, stage="scratch", method="magnitude", ratio_requested=0.5),
-             _rec(arch="a", seed=0, stage="finetuned", method="screening_l0.75", granularity="structured",
-                  ratio_requested=0.5, regime=None)]
-    rows += [_rec(arch="a", seed=0, stage="finetuned", method=m, granularity="structured", ratio_requested=0.5)
-             for m in ("contribution-kappa1", "frs-alpha1-beta0", "random-seed2", "screening-lambda0.5",
-                       "contribution-kappam1")]
+             _rec(arch="a", seed=0, stage="finetuned", method="screening-lambda0.75", granularity="structured",
+                  ratio_requested=0.5, regime=None, method_config={"lambda": 0.75})]
+    rows += [_rec(arch="a", seed=0, stage="finetuned", method=m, granularity="structured", ratio_requested=0.5,
+                  method_config=c)
+             for m, c in (("contribution-kappa1", {"kappa": 1}), ("frs-alpha1-beta0", {"alpha": 1, "beta": 0}),
+                          ("frs-alpha2-beta1", {"alpha": 2, "beta": 1}), ("random-seed2", {"seed": 2}),
+                          ("contribution-kappam1", {"kappa": -1}))]
     df = annotate(records_frame(rows)).set_index("label")
     assert set(df.index) == {"screening (lambda=0.25)", "screening (lambda=1.0)", "magnitude (iterative)",
-                             "magnitude (scratch)", "screening_l0.75", "contribution-kappa1", "frs-alpha1-beta0",
-                             "random-seed2", "screening-lambda0.5", "contribution-kappam1"}
+                             "magnitude (scratch)", "screening-lambda0.75", "contribution-kappa1", "frs-alpha1-beta0",
+                             "frs-alpha2-beta1", "random-seed2", "contribution-kappam1"}
     assert df.loc["magnitude (scratch)", "style"] == "scratch" and df.loc["magnitude (scratch)", "gran"] == "structured"
-    assert df.loc["screening_l0.75", "vval"] == 0.75 and df.loc["screening_l0.75", "style"] == "screening"
-    assert df.loc["screening (lambda=0.25)", "vval"] == 0.25 and df.loc["screening_l0.75", "pair_regime"] == "standard"
+    assert df.loc["screening-lambda0.75", "vval"] == 0.75 and df.loc["screening-lambda0.75", "style"] == "screening"
+    assert df.loc["screening (lambda=0.25)", "vval"] == 0.25
+    assert df.loc["screening-lambda0.75", "pair_regime"] == "standard"
     assert tuple(df.loc["contribution-kappa1", ["base", "vkey", "vval", "style"]]) == \
         ("contribution", "kappa", 1.0, "contribution")
-    assert tuple(df.loc["random-seed2", ["base", "vkey", "vval"]]) == ("random", "seed", 2.0)
     assert tuple(df.loc["contribution-kappam1", ["vkey", "vval"]]) == ("kappa", -1.0)  # negative value written 'm'
     assert df.loc["frs-alpha1-beta0", "base"] == "frs" and pd.isna(df.loc["frs-alpha1-beta0", "vkey"])  # two keys
+    assert df.loc["random-seed2", "base"] == "random" and pd.isna(df.loc["random-seed2", "vkey"])  # one value: no sweep
     assert pd.isna(df.loc["magnitude (iterative)", "vkey"])
+    assert df["budget"].isna().all() and df.loc["magnitude (iterative)", "target"] == "weights"
+    assert df.loc["screening-lambda0.75", "target"] == "units"  # structured without prune_target: today's meaning
 
 
 def test_bad_input_fails_early(tmp_path):
@@ -386,14 +398,6 @@ def test_bad_input_fails_early(tmp_path):
     with pytest.raises(ValueError, match="reference"):
         good = _write(tmp_path, "c", _rec(arch="vgg11", seed=0, stage="baseline", top1_test=90.0))
         build_report([good], tmp_path / "out", config={"reference": [{"arch": "vgg11"}]})
-
-
-def test_paired_test_switches_to_wilcoxon():
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(0, 1, 7), rng.normal(0.5, 1, 7)
-    assert paired_test(a, b) == (pytest.approx(stats.wilcoxon(a, b).pvalue), "wilcoxon")
-    assert paired_test(a[:5], b[:5]) == (pytest.approx(stats.ttest_rel(a[:5], b[:5]).pvalue), "t")
-    assert math.isnan(paired_test(a[:1], b[:1])[0])
 
 
 TABLES = ("results.csv", "summary.csv", "baselines.csv", "methods_agreement.csv", "methods_agreement_mean.csv")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prunelab.report.significance import (adjust_p, critical_difference, detectable_difference, friedman, log_auc,
-                                          nemenyi_q, paired_delta, paired_power)
+from prunelab.report.significance import (adjust_p, critical_difference, detectable_difference, family_level, friedman,
+                                          friedman_applies, log_auc, nemenyi_q, paired_delta, paired_power, paired_test)
 
 # Benjamini & Hochberg (1995), section 4: 15 p-values; at 0.05 BH rejects 4, Bonferroni 3 (Holm also 3).
 BH_EXAMPLE = [0.0201, 0.0001, 0.0004, 0.0019, 0.0095, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719,
@@ -68,16 +68,73 @@ def test_paired_interval_equals_scipy():
     assert all(math.isnan(v) for v in paired_delta([1.0], [0.0])[1:4])
 
 
-def test_detectable_difference_has_80_percent_power_by_simulation():
-    rng = np.random.default_rng(0)
-    for n in (3, 5):
-        sd = 0.7
-        mdd = detectable_difference(sd, n)
-        assert paired_power(mdd / sd, n) == pytest.approx(0.8, abs=1e-6)
-        d = rng.normal(mdd, sd, (100_000, n))
-        t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
-        assert (np.abs(t) > stats.t.ppf(0.975, n - 1)).mean() == pytest.approx(0.8, abs=0.01)
+def _simulated_power(effect_sd: float, sd: float, n: int, level: float, rng, reps: int = 100_000) -> float:
+    """Fraction of simulated experiments (n paired differences ~ N(effect, sd)) whose two-sided paired t-test has
+    p < level (t statistic against scipy's t quantile, vectorised over the repetitions)."""
+    d = rng.normal(effect_sd, sd, (reps, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    return float((np.abs(t) > stats.t.ppf(1 - level / 2, n - 1)).mean())
+
+
+@pytest.mark.parametrize("n, sd, m, correction", [(3, 0.7, 72, "holm"), (5, 0.24, 72, "holm"), (5, 1.0, 20, "bh"),
+                                                  (8, 0.5, 40, "none")])
+def test_detectable_difference_has_80_percent_power_at_the_corrected_level_by_simulation(n, sd, m, correction):
+    level = family_level(m, correction)
+    assert level == pytest.approx(0.05 if correction == "none" else 0.05 / m)
+    mdd = detectable_difference(sd, n, alpha=level)
+    assert paired_power(mdd / sd, n, level) == pytest.approx(0.8, abs=1e-6)
+    rng = np.random.default_rng(n * 1000 + m)
+    assert _simulated_power(mdd, sd, n, level, rng) == pytest.approx(0.8, abs=0.01)
+    # the uncorrected level would promise less than the table can detect (issue 25: 4.85 pp promised, ~6.6 needed)
+    if correction != "none":
+        assert detectable_difference(sd, n) < mdd
     assert math.isnan(detectable_difference(1.0, 1))
+
+
+def test_paired_t_test_at_every_n_has_no_p_floor():
+    """The exact Wilcoxon test cannot go below p = 2/2ⁿ (0.031 at 6 pairs: Holm p = 1 in a 72-comparison table);
+    the paired t-test, used at every n, has no floor and its power grows with every seed."""
+    rng = np.random.default_rng(3)
+    for n in range(2, 13):
+        a, b = rng.normal(90, 1, n), rng.normal(89, 1, n)
+        p, test = paired_test(a, b)
+        assert test == "paired t-test" and p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    win = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.0])  # wins on every one of 6 seeds, consistently
+    p = paired_test(win, np.zeros(6))[0]
+    assert p < 1e-5 < 2 / 2 ** 6 and adjust_p([p] + [0.5] * 71, "holm")[0] < 0.05
+    powers = [paired_power(1.0, n, family_level(72, "holm")) for n in range(2, 16)]
+    assert all(b > a for a, b in zip(powers, powers[1:]))
+    assert paired_test([1.0, 2.0], [1.0, 2.0]) == (1.0, "paired t-test")  # equal: p = 1
+    assert paired_test([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])[0] == 0.0  # a constant difference: no spread
+    assert math.isnan(paired_test([1.0], [0.0])[0])
+
+
+def _margin_sample(n: int, margin: float) -> np.ndarray:
+    """The least favourable n paired differences that beat 0 by `margin` sd on every seed: n − 1 at the margin and
+    one above (for a given sd, this puts the mean closest to the smallest difference: mean − min = sd/√n)."""
+    d = np.r_[np.zeros(n - 1), math.sqrt(n)]  # sd(d) = 1
+    return margin * d.std(ddof=1) + d
+
+
+def test_a_three_sd_margin_on_five_seeds_is_not_always_flagged_in_a_72_holm_family():
+    """Issue 25 asks that a method beating the reference by 3 sd on every one of 5 seeds be flagged in a 72-comparison
+    Holm family. The paired t-test cannot promise it: Holm's first step needs p < 0.05/72, |t| > 9.47 with 4 df, and
+    a 3-sd margin on every seed guarantees only t ≥ 3√5 + 1 = 7.71 (p = 0.0015, Holm p = 0.11). It holds from 6
+    seeds, or at 5 seeds from a margin of 3.8 sd; a mean difference of 3 sd (t = 6.71) needs 7 seeds."""
+    level = family_level(72, "holm")
+    assert stats.t.ppf(1 - level / 2, 4) == pytest.approx(9.47, abs=0.005)
+    holm = lambda p: adjust_p([p] + [0.5] * 71, "holm")[0]  # noqa: E731 - the only difference in its family
+    d = _margin_sample(5, 3.0)
+    assert d.min() == pytest.approx(3 * d.std(ddof=1))
+    p = paired_test(d, np.zeros(5))[0]
+    assert p == pytest.approx(0.0015, abs=1e-4) and holm(p) == pytest.approx(0.11, abs=0.01)
+    assert holm(paired_test(_margin_sample(6, 3.0), np.zeros(6))[0]) < 0.05
+    assert holm(paired_test(_margin_sample(5, 3.8), np.zeros(5))[0]) < 0.05
+    assert holm(paired_test(_margin_sample(5, 3.7), np.zeros(5))[0]) > 0.05
+    for n, flagged in ((5, False), (6, False), (7, True)):  # a mean of exactly 3 sd: t = 3√n
+        d = 3.0 + np.r_[np.zeros(n - 2), -1, 1] * math.sqrt((n - 1) / 2)  # sd 1, mean 3
+        assert d.mean() / d.std(ddof=1) == pytest.approx(3.0)
+        assert (holm(paired_test(d, np.zeros(n))[0]) < 0.05) == flagged
 
 
 def test_friedman_equals_scipy_with_and_without_ties():

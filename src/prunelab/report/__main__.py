@@ -1,4 +1,5 @@
-"""python -m prunelab.report (--metrics-glob GLOB | --from-mlflow URI --experiment NAME) --out DIR"""
+"""python -m prunelab.report (--metrics-glob GLOB | --results-csv FILE | --from-mlflow URI --experiment NAME)
+--out DIR"""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prunelab.report", description=__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--metrics-glob", help="glob of metrics.json files ('**' recurses)")
+    src.add_argument("--results-csv", metavar="FILE",
+                     help="a report's results.csv (e.g. docs/results/<exp>/results.csv)")
     src.add_argument("--from-mlflow", metavar="URI", help="tracking URI, e.g. sqlite:///abs/path/mlflow.db")
     ap.add_argument("--experiment", help="MLflow experiment name (with --from-mlflow)")
     ap.add_argument("--scores-glob", help="glob of score files (default: <glob root>/scores/*/*/seed*/*.pt)")
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
         config = yaml.safe_load(Path(args.config).read_text()) or {}
     from .build import build_from_frame, build_report
-    from .collect import load_scores, records_frame
+    from .collect import load_results_csv, load_scores, records_frame
 
     if args.metrics_glob:
         files = sorted(glob.glob(args.metrics_glob, recursive=True))
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         sglob = args.scores_glob or str(_root(args.metrics_glob) / "scores" / "*" / "*" / "seed*" / "*.pt")
         written = build_report(files, Path(args.out), sorted(glob.glob(sglob, recursive=True)), config,
                                not args.no_figures)
+    elif args.results_csv:
+        written = build_from_frame(load_results_csv(args.results_csv), [], Path(args.out), config,
+                                   not args.no_figures)
     else:
         if not args.experiment:
             ap.error("--from-mlflow needs --experiment")

@@ -22,8 +22,8 @@ PERCENT_KEYS = ("top1_val", "top1_test", "top5_test", "top1_test_before_finetune
 SORT_KEYS = ("experiment", "dataset", "arch", "regime", "stage", "method", "granularity",
              "ratio_requested", "schedule", "space_regime", "budget_steps", "seed")
 # Derived columns added by `annotate` (never written to results.csv).
-DERIVED = ("gran", "ratio", "base", "vkey", "vval", "style", "label", "pair_regime")
-_LAMBDA_NAME = re.compile(r"^(screening)_l(\d*\.?\d+)$")  # legacy name of a screening λ variant
+DERIVED = ("gran", "target", "budget", "ratio", "base", "vkey", "vval", "style", "label", "pair_regime")
+VARIANT_SEPARATOR = "-"  # `<method>-<option><value>`: the base method is the name before the first "-"
 
 
 def read_metrics(path: str | Path) -> dict:
@@ -108,6 +108,48 @@ def load_metrics(files) -> pd.DataFrame:
     return records_frame([row for p in paths for row in budget_rows(read_metrics(p))])
 
 
+TEXT_COLUMNS = ("experiment", "dataset", "arch", "regime", "method", "granularity", "stage", "device", "git_commit",
+                "config_hash", "source_hash", "schedule", "latency_form", "prune_target")
+_INT = re.compile(r"^-?\d+$")
+
+
+def _cell(text: str, column: str):
+    """One results.csv cell back to its metrics.json value: '' → None, JSON objects/lists, ints, floats, bools."""
+    if text == "":
+        return None
+    if column in TEXT_COLUMNS:
+        return text
+    if text[0] in "[{":
+        return json.loads(text)
+    if text in ("True", "False"):
+        return text == "True"
+    if _INT.match(text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load_results_csv(path: str | Path) -> pd.DataFrame:
+    """A report's results.csv (one row per model, as `csv_frame` wrote it) back as the results frame; the records
+    are validated as metrics.json files are."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results table not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    missing = [k for k in ("arch", "stage") if k not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: not a results.csv (no column {missing[0]!r})")
+    return records_frame([validate_record({k: _cell(v, k) for k, v in r.items()}, f"{path} row {i + 2}")
+                          for i, r in enumerate(rows)])
+
+
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     """`df` without derived columns, dict/list cells as canonical JSON (for CSV)."""
     out = df.drop(columns=[c for c in DERIVED if c in df.columns])
@@ -123,67 +165,59 @@ def _num(v):
     return None if v is None or (not isinstance(v, (dict, list, str)) and pd.isna(v)) else v
 
 
-def _parse_variant(name: str) -> tuple[str, dict]:
-    """prunelab.methods.variant_options (parse_variant with the method's option keys); a local reading of the same
-    naming where that package cannot be imported (`base-<key><value>[-<key><value>...]`, a negative value written with 'm')."""
-    try:
-        from prunelab.methods import variant_options
-        from prunelab.methods.variants import parse_variant
-    except ImportError:
-        base, *parts = name.split("-")
-        swept = {}
-        for part in parts:
-            m = re.match(r"^([A-Za-z_]+)(m?[0-9][0-9.e]*)$", part)
-            if not m:
-                raise ValueError(f"method variant {name!r}: cannot read {part!r} as <option><value>") from None
-            swept[m.group(1)] = float(m.group(2).replace("m", "-"))
-        return base, swept
-    try:
-        return variant_options(name)  # the method's own option keys settle where a key ends (`kappam1` = -1)
-    except (KeyError, ValueError):  # a method this install does not register
-        return parse_variant(name)
+def base_method(name) -> str | None:
+    """The method behind a variant name (`screening-lambda0.25` → `screening`); None for no method."""
+    return None if _num(name) is None else str(name).split(VARIANT_SEPARATOR, 1)[0]
 
 
-def variant(method) -> tuple[str | None, str | None, float]:
-    """(base method, swept key, value) of a method name: `screening-lambda0.25` → ('screening', 'lambda', 0.25)
-    (prunelab.methods.variants naming; legacy `screening_l0.25` too); a plain or multi-key name → (name, None,
-    nan)."""
-    if _num(method) is None:
-        return None, None, np.nan
-    m = _LAMBDA_NAME.match(str(method))
-    if m:
-        return m.group(1), "lambda", float(m.group(2))
-    try:
-        base, swept = _parse_variant(str(method))
-    except ValueError:
-        return str(method), None, np.nan
-    if len(swept) == 1:
-        (k, v), = swept.items()
-        return base, k, float(v)
-    return base, None, np.nan
+def swept_options(df: pd.DataFrame) -> dict[str, list[str]]:
+    """{base method: numeric method_config keys whose value differs between its one-shot models}: what its variants
+    sweep, read from the records' own `method_config` (no parsing of names)."""
+    if "method_config" not in df:
+        return {}
+    values: dict[tuple[str, str], set] = {}
+    for m, s, c in zip(df["method"], df["stage"], df["method_config"]):
+        if s in ("pruned", "finetuned") and isinstance(c, dict) and base_method(m) is not None:
+            for k, v in c.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    values.setdefault((base_method(m), k), set()).add(float(v))
+    out: dict[str, list[str]] = {}
+    for (b, k), vs in sorted(values.items()):
+        if len(vs) > 1:
+            out.setdefault(b, []).append(k)
+    return out
 
 
 def annotate(df: pd.DataFrame) -> pd.DataFrame:
-    """Add derived columns: gran, ratio, base, vkey, vval, style, label, pair_regime.
+    """Add derived columns: gran, target, budget, ratio, base, vkey, vval, style, label, pair_regime.
 
     label names a method variant: "frs (gradual)", "magnitude (iterative)", and method_config keys
     that vary within a method ("screening (lambda=0.25)"). style is the colour/marker key (the base method).
-    vkey/vval: the option a variant name sweeps and its value (`screening-lambda0.25`: 'lambda', 0.25).
+    vkey/vval: the one option a base method's variants sweep (`swept_options`) and this row's value of it.
+    target: what a ratio is a fraction of (`prune_target` where recorded; else "units" structured, "weights"
+    unstructured). budget: a fine-tuned row's `budget_steps` (NaN where not recorded and for other stages).
     """
     df = df.copy()
     g = [_num(v) for v in df["granularity"]]
     df["gran"] = [x if x is not None or s not in ("gradual", "scratch") else "structured"
                   for x, s in zip(g, df["stage"])]
+    tgt = df["prune_target"] if "prune_target" in df else pd.Series([None] * len(df), index=df.index)
+    df["target"] = [str(t) if _num(t) is not None else ("weights" if x == "unstructured" else "units")
+                    for t, x in zip(tgt, df["gran"])]
+    steps = df["budget_steps"] if "budget_steps" in df else pd.Series([None] * len(df), index=df.index)
+    df["budget"] = [float(b) if s == "finetuned" and _num(b) is not None else np.nan
+                    for b, s in zip(steps, df["stage"])]
     df["ratio"] = [round(float(r), 4) if _num(r) is not None else np.nan for r in df["ratio_requested"]]
-    parsed = [variant(m) for m in df["method"]]
-    df["base"], df["vkey"], df["vval"] = [p[0] for p in parsed], [p[1] for p in parsed], [p[2] for p in parsed]
+    df["base"] = [base_method(m) for m in df["method"]]
     cfgs = df["method_config"] if "method_config" in df else pd.Series([None] * len(df), index=df.index)
-    swept = {(b, k) for b, k, _ in parsed if k is not None}
-    for i, (b, k, _), c in zip(df.index, parsed, cfgs):  # a plain name's value of a key its variants sweep
-        keys = [kk for bb, kk in swept if bb == b and k is None and isinstance(c, dict)
-                and isinstance(c.get(kk), (int, float)) and not isinstance(c.get(kk), bool)]
-        if len(keys) == 1:
-            df.loc[i, ["vkey", "vval"]] = [keys[0], float(c[keys[0]])]
+    swept = swept_options(df)
+    vkey, vval = [], []
+    for b, c, s in zip(df["base"], cfgs, df["stage"]):
+        keys = swept.get(b, [])
+        ok = len(keys) == 1 and s in ("pruned", "finetuned") and isinstance(c, dict) and keys[0] in c
+        vkey.append(keys[0] if ok else None)
+        vval.append(float(c[keys[0]]) if ok else np.nan)
+    df["vkey"], df["vval"] = vkey, vval
     df["style"] = [s if s in ("gradual", "scratch") else b for s, b in zip(df["stage"], df["base"])]
     sched = df["schedule"] if "schedule" in df else pd.Series([None] * len(df), index=df.index)
     varying: dict[str, list[str]] = {}
@@ -265,7 +299,13 @@ METHOD_ORDER = ("random", "magnitude", "taylor", "screening", "contribution", "f
 
 
 def method_rank(label: str, style: str | None = None) -> tuple:
-    """Sort key: known methods in METHOD_ORDER, then others alphabetically; variants after base."""
-    key = style if style is not None else str(label).split(" ")[0]
+    """Sort key: known methods in METHOD_ORDER, then others alphabetically; variants after their base, in
+    natural order of their values (`lambda0.25` before `lambda1`, `lambda2` before `lambda10`)."""
+    key = style if style is not None else base_method(str(label).split(" ")[0])
     pos = METHOD_ORDER.index(key) if key in METHOD_ORDER else len(METHOD_ORDER)
-    return (pos, key, str(label) != key, str(label))
+    return (pos, key, str(label) != key, _natural(str(label)))
+
+
+def _natural(text: str) -> tuple:
+    return tuple((0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
+                 for t in re.split(r"(\d+(?:\.\d+)?)", text) if t)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import finite_rows, granularities_in, logx_if_wide, methods_in
-from .style import finish_figure, method_style, new_figure, panel_title
+from .style import finish_figure, method_style, new_figure, panel_title, series_styles
 
 
 def sweeps(sel: pd.DataFrame) -> list[tuple[str, str]]:
@@ -21,12 +21,16 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
     dataset × arch × regime × granularity holding ≥ 2 values."""
     from .significance import t_interval
 
+    from .render import curve_title
+
     d = sel[(sel["base"] == base) & (sel["vkey"] == key) & finite_rows(sel["vval"], sel["top1_test"])] \
         if not sel.empty else sel
-    keys = ["dataset", "arch", "regime", "gran"]
-    panels = [k for k, g in d.groupby(keys, sort=False) if g["vval"].nunique() >= 2] if len(d) else []
+    keys = ["dataset", "arch", "regime", "gran", "target", "budget"]
+    groups = d.groupby(keys, sort=False, dropna=False) if len(d) else []
+    panels = [(k, g) for k, g in groups if g["vval"].nunique() >= 2]
     grank = {g: i for i, g in enumerate(granularities_in(d["gran"]))} if len(d) else {}
-    panels.sort(key=lambda k: (str(k[0]), str(k[1]), str(k[2]), grank[k[3]]))
+    panels.sort(key=lambda kg: (str(kg[0][0]), str(kg[0][1]), str(kg[0][2]), grank[kg[0][3]], str(kg[0][4]),
+                                -1.0 if pd.isna(kg[0][5]) else float(kg[0][5])))
     if not panels:
         return f"no {base} {key} sweep (fewer than two values in one setting)"
     fig, axes = new_figure(1, len(panels))
@@ -34,9 +38,8 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
-    for j, (ds, arch, regime, gran) in enumerate(panels):
+    for j, ((ds, arch, regime, gran, target, budget), p) in enumerate(panels):
         ax = axes[0, j]
-        p = d[(d["dataset"] == ds) & (d["arch"] == arch) & (d["regime"] == regime) & (d["gran"] == gran)]
         for k, r in enumerate(ratios):
             q = p[p["ratio"] == r]
             if q.empty:
@@ -49,7 +52,8 @@ def sweep(sel: pd.DataFrame, base: str, key: str):
                         color=cmap(k / max(1, len(ratios) - 1)), label=f"ratio {r:.2f}")
         ax.set_xlabel(f"{base} option {key}")
         ax.set_ylabel("test top-1 (%)")
-        panel_title(ax, f"{arch} · {ds} · {regime} · {gran}")
+        panel_title(ax, curve_title(dict(dataset=ds, arch=arch, regime=regime, granularity=gran, target=target,
+                                         budget=budget)))
     finish_figure(fig, axes, f"{base}: {key} sweep\n(mean over seeds, 95 % t-interval)")
     return fig
 
@@ -122,39 +126,49 @@ def space_scatter(df: pd.DataFrame):
     return fig
 
 
-def gradual_cost(df: pd.DataFrame):
-    """Accuracy vs total training cost: one-shot = baseline wall_s + fine-tune wall_s (same seed);
-    gradual = its own wall_s. Mean ± std over seeds, per method × ratio; panel per arch."""
+def gradual_cost(df: pd.DataFrame, reference: str | None = None):
+    """Accuracy vs total training cost: in optimiser steps where every model records `steps_total`, else in
+    seconds (one-shot = baseline wall_s + fine-tune wall_s of the same seed; gradual = its own wall_s). Mean ± std
+    over seeds, per method × ratio (× fine-tuning budget); panel per arch (and per ≤ 7 series)."""
+    from .figures import chunked, grid
+    from .render import fmt_budget
+
     g = df[(df["stage"] == "gradual") & finite_rows(df["wall_s"], df["top1_test"])]
     if g.empty:
         return "no gradual model with wall_s and top1_test"
-    base = df[(df["stage"] == "baseline") & finite_rows(df["wall_s"])]
-    base_cost = base.groupby(["dataset", "arch", "pair_regime", "seed"])["wall_s"].mean().to_dict()
     ft = df[(df["stage"] == "finetuned") & finite_rows(df["wall_s"], df["top1_test"])
             & df["gran"].isin(set(g["gran"])) & (df["pair_regime"] == "standard")].copy()
-    ft["cost"] = [w + base_cost.get((d, a, r, s), np.nan)
-                  for w, d, a, r, s in zip(ft["wall_s"], ft["dataset"], ft["arch"], ft["pair_regime"], ft["seed"])]
-    ft = ft[np.isfinite(ft["cost"].astype(float))]
-    g = g.assign(cost=g["wall_s"].astype(float))
     both = pd.concat([g, ft])
-    archs = list(dict.fromkeys(zip(g["dataset"], g["arch"])))
-    fig, axes = new_figure(1, len(archs), w=4.8, h=3.6)
-    for j, (ds, arch) in enumerate(archs):
-        ax = axes[0, j]
-        p = both[(both["dataset"] == ds) & (both["arch"] == arch)]
-        for lab, st in methods_in(p, "label"):
-            q = p[p["label"] == lab]
+    steps = "steps_total" in both and bool(finite_rows(both["steps_total"]).all())
+    if steps:
+        both["cost"] = both["steps_total"].astype(float)
+    else:
+        base = df[(df["stage"] == "baseline") & finite_rows(df["wall_s"])]
+        base_cost = base.groupby(["dataset", "arch", "pair_regime", "seed"])["wall_s"].mean().to_dict()
+        both["cost"] = [w + (base_cost.get((d, a, r, s), np.nan) if st == "finetuned" else 0.0)
+                        for w, d, a, r, s, st in zip(both["wall_s"], both["dataset"], both["arch"],
+                                                     both["pair_regime"], both["seed"], both["stage"])]
+        both = both[np.isfinite(both["cost"].astype(float))]
+    both["series"] = [lab + (f" @ {fmt_budget(b)}" if fmt_budget(b) else "")
+                      for lab, b in zip(both["label"], both["budget"])]
+    panels = chunked(both, ["dataset", "arch"], "series", reference)
+    fig, axes, flat = grid(panels, ncols=3)
+    styles = series_styles(methods_in(both, "series"))
+    for ax, ((ds, arch), p, chunk, k, n) in zip(flat, panels):
+        for lab, _ in chunk:
+            q = p[p["series"] == lab]
             agg = q.groupby(["ratio", "seed"])[["cost", "top1_test"]].mean().astype(float).groupby(level=0)
-            m, s = agg.mean(), agg.std(ddof=1)
-            sty = method_style(st, lab)
-            ax.errorbar(m["cost"], m["top1_test"], xerr=np.nan_to_num(s["cost"]), yerr=np.nan_to_num(s["top1_test"]),
+            m, sd = agg.mean(), agg.std(ddof=1)
+            sty = styles[lab]
+            ax.errorbar(m["cost"], m["top1_test"], xerr=np.nan_to_num(sd["cost"]), yerr=np.nan_to_num(sd["top1_test"]),
                         capsize=2, ms=5, lw=0, elinewidth=1, label=lab, color=sty["color"], marker=sty["marker"])
             for r, row in m.iterrows():
                 ax.annotate(f"{r:.2f}", (row["cost"], row["top1_test"]), textcoords="offset points",
                             xytext=(4, 3), fontsize="x-small", color=sty["color"])
         logx_if_wide(ax, p["cost"].astype(float))
-        ax.set_xlabel("total training cost (s): one-shot = baseline + fine-tune")
+        ax.set_xlabel("optimiser steps in all" if steps else "total training cost (s): one-shot = baseline + fine-tune")
         ax.set_ylabel("test top-1 (%)")
-        panel_title(ax, f"{arch} · {ds} ({', '.join(granularities_in(g['gran']))}; labels = ratio)")
+        title = f"{arch} · {ds} ({', '.join(granularities_in(g['gran']))}; labels = ratio)"
+        panel_title(ax, title + (f" ({k + 1}/{n})" if n > 1 else ""))
     finish_figure(fig, axes, "Gradual vs one-shot pruning: accuracy against training cost")
     return fig

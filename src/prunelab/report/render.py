@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .significance import ALPHA, CORRECTIONS, TEST_NAMES, WILCOXON_MIN_PAIRS
 
 Cell = tuple[str, bool]  # (text, bold)
 
@@ -49,78 +48,47 @@ def fmt_p(p) -> str:
     return "–" if not _ok(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def comparison_text(summary: pd.DataFrame, reference: str, correction: str) -> str:
-    """What the per-table comparisons are: reference, tests used, correction, seeds (for summary.md)."""
-    rule = (f"paired t-test below {WILCOXON_MIN_PAIRS} paired seeds, Wilcoxon signed-rank test from "
-            f"{WILCOXON_MIN_PAIRS} on")
-    if summary.empty or not (summary["method"] == reference).any():
-        return (f"The reference method `{reference}` (config `report.reference`) is not in this experiment: the "
-                "comparisons against it are skipped.")
-    used = sorted(set(summary["test"].dropna()))
-    tests = " and ".join(TEST_NAMES[t] for t in used) if used else "none possible (a test needs ≥ 2 paired seeds)"
-    pairs = sorted({int(n) for n in summary["n_pairs"] if n >= 1})
-    seeds = ", ".join(str(n) for n in pairs) if pairs else "0"
-    return (f"Each method is compared with `{reference}` (config `report.reference`), paired by seed: test used "
-            f"here {tests} (rule: {rule}); paired seeds per comparison: {seeds}. The p-values of one table (every "
-            f"method × ratio of one dataset · arch · regime · granularity) form one family, corrected by "
-            f"{CORRECTIONS[correction]} (config `report.correction`); † marks corrected p < {ALPHA}. Δ columns are "
-            "paired differences (mean over seeds [95 % t-interval, scipy.stats.ttest_rel(...).confidence_interval()]). "
-            "Measured speedup: median over seeds (IQR of the per-round dense/pruned latency ratios within the "
-            "job); ≈ marks a spread larger than the effect |speedup − 1|.")
+TARGETS = {"units": "units", "params": "params", "macs": "MACs", "weights": "weights"}
 
 
-def summary_sections(summary: pd.DataFrame, reference: str, correction: str) -> list[Section]:
-    """One table per dataset × arch × regime × granularity (one correction family each)."""
-    if summary.empty:
-        return []
-    headers = ["ratio", "method", "stage", "n", "top-1 (%)", "Δ top-1 (pp) [95 % CI]",
-               f"Δ vs {reference} (pp) [95 % CI]", f"p ({correction})", "compression (×)", "speedup theor. (×)",
-               "speedup meas. (×)", "top-1 before FT (%)"]
-    out = []
-    for (ds, arch, regime, gran), g in summary.groupby(["dataset", "arch", "regime", "granularity"], sort=False):
-        rows = []
-        for _, r in g.iterrows():
-            b = bool(r["best"])
-            top1 = fmt_pm(r["top1_mean"], r["top1_std"]) + ("†" if r["significant"] else "")
-            meas = fmt_num(r["speedup_measured_median"])
-            if _ok(r["speedup_measured_spread"]):
-                meas += f" (IQR {r['speedup_measured_spread']:.2f})" + ("≈" if r["speedup_measured_noisy"] else "")
-            p = "ref" if r["method"] == reference else fmt_p(r["p_adj"]) + ("†" if r["significant"] else "")
-            rows.append([(fmt_num(r["ratio"]), False), (str(r["method"]), b), (str(r["stage"]), False),
-                         (str(r["n_seeds"]), False), (top1, b),
-                         (fmt_ci(r["delta_mean"], r["delta_lo"], r["delta_hi"]), False),
-                         (fmt_ci(r["dref_mean"], r["dref_lo"], r["dref_hi"]), False), (p, False),
-                         (fmt_num(r["compression_mean"]), False), (fmt_num(r["speedup_theoretical_mean"]), False),
-                         (meas, False), (fmt_pm(r["before_mean"], r["before_std"]), False)])
-        out.append(Section(f"{arch} · {ds} · {regime} · {gran}", _table_caption(g, reference, correction),
-                           headers, rows, level=3))
-    return out
+def fmt_budget(budget) -> str:
+    """'1600 steps' for a recorded fine-tuning budget, '' otherwise."""
+    return f"{float(budget):g} steps" if _ok(budget) and np.isfinite(float(budget)) else ""
 
 
-def _table_caption(g: pd.DataFrame, reference: str, correction: str) -> str:
-    head = "Test top-1 mean ± std over seeds; bold: best mean top-1 per ratio."
-    if not (g["method"] == reference).any():
-        return head + f" No `{reference}` model here: no comparison."
-    fam = int(np.nanmax(g["family_size"])) if np.isfinite(g["family_size"]).any() else 0
-    head += f" {fam} comparisons with `{reference}`, p corrected together ({correction})."
-    if not np.isfinite(g["mdd"]).any():
-        return head + " Detectable difference: undefined (fewer than 2 paired seeds)."
-    n = int(np.median(g.loc[np.isfinite(g["mdd"]) & (g["n_pairs"] >= 2), "n_pairs"]))
-    return head + (f" Smallest Δ vs {reference} detectable at 80 % power with {n} paired seeds (paired t, two-sided "
-                   f"α = {ALPHA}, pooled paired sd {g['mdd_sd'].iloc[0]:.2f} pp): {g['mdd'].iloc[0]:.2f} pp.")
+def curve_title(r, budget: bool = True) -> str:
+    """'fnn · fashion_mnist · standard · structured (MACs) · 1600 steps': a curve (dataset · arch · regime ·
+    granularity, with what a structured ratio is a fraction of) and, with budget, its fine-tuning budget."""
+    gran = str(r["granularity"])
+    if gran == "structured":
+        gran += f" ({TARGETS.get(str(r['target']), str(r['target']))})"
+    parts = [str(r["arch"]), str(r["dataset"])] + ([str(r["regime"])] if "regime" in r else []) + [gran]
+    if budget and fmt_budget(r["budget"]):
+        parts.append(fmt_budget(r["budget"]))
+    return " · ".join(parts)
+
+
+def fmt_steps(v) -> str:
+    """Optimiser steps as an integer with thousands separators; '–' where not recorded."""
+    return f"{float(v):,.0f}" if _ok(v) and np.isfinite(float(v)) else "–"
 
 
 def baseline_section(base: pd.DataFrame) -> Section:
     headers = ["dataset", "arch", "regime", "n", "top-1 test (%)", "top-1 val (%)", "params (M)", "MACs (M)",
                "latency b1 (ms)", "latency b64 (ms)", "train time (s)"]
+    steps = "steps_total_mean" in base and np.isfinite(base["steps_total_mean"].astype(float)).any()
+    headers += ["steps"] if steps else []
     rows = [[(str(r["dataset"]), False), (str(r["arch"]), False), (str(r["regime"]), False),
              (str(r["n_seeds"]), False), (fmt_pm(r["top1_test_mean"], r["top1_test_std"]), False),
              (fmt_pm(r["top1_val_mean"], r["top1_val_std"]), False),
              (fmt_num(r["params_total_mean"], 3, 1e6), False), (fmt_num(r["macs_dense_mean"], 1, 1e6), False),
              (fmt_pm(r["latency_ms_b1_mean"], r["latency_ms_b1_std"]), False),
              (fmt_pm(r["latency_ms_b64_mean"], r["latency_ms_b64_std"]), False),
-             (fmt_num(r["wall_s_mean"], 1), False)] for _, r in base.iterrows()]
-    return Section("Baselines", "Dense baselines: mean ± std (sample std) over seeds.", headers, rows)
+             (fmt_num(r["wall_s_mean"], 1), False)] + ([(fmt_steps(r["steps_total_mean"]), False)] if steps else [])
+            for _, r in base.iterrows()]
+    caption = "Dense baselines: mean ± std (sample std) over seeds" + ("; steps: optimiser steps of the baseline's "
+                                                                       "training." if steps else ".")
+    return Section("Baselines", caption, headers, rows)
 
 
 def reference_section(ref: pd.DataFrame) -> Section:
@@ -182,7 +150,9 @@ _TEX = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), (
         ("}", r"\}"), ("$", r"\$"), ("`", ""), ("±", r"$\pm$"), ("†", r"$^\dagger$"), ("×", r"$\times$"),
         ("Δ", r"$\Delta$"), ("λ", r"$\lambda$"), ("ρ", r"$\rho$"), ("≈", r"$\approx$"), ("χ", r"$\chi$"),
         ("≥", r"$\geq$"), ("—", "---"), ("–", "--"),
-        ("·", r"$\cdot$"), ("∩", r"$\cap$")]
+        ("·", r"$\cdot$"), ("∩", r"$\cap$"), ("−", r"$-$"), ("∘", r"$^\circ$"), ("τ", r"$\tau$"),
+        ("α", r"$\alpha$"), ("β", r"$\beta$"), ("κ", r"$\kappa$"), ("²", r"$^2$"), ("≤", r"$\leq$"),
+        ("√", r"$\surd$")]
 
 
 def tex_escape(text: str) -> str:

@@ -1,4 +1,5 @@
-"""Paired tests across seeds: does a method differ from magnitude?"""
+"""Paired tests across seeds, multiple-comparison corrections, intervals, power, and the across-settings
+statistics (curve areas, Friedman, Nemenyi)."""
 from __future__ import annotations
 
 import math
@@ -7,40 +8,31 @@ import warnings
 import numpy as np
 
 ALPHA = 0.05
-WILCOXON_MIN_PAIRS = 6  # Wilcoxon signed-rank from this many pairs on, paired t-test below
-TEST_NAMES = {
-    "t": "paired t-test (scipy.stats.ttest_rel)",
-    "wilcoxon": "Wilcoxon signed-rank test (scipy.stats.wilcoxon)",
-}
-
-
-def test_for(n_pairs: int) -> str | None:
-    """Which test a number of pairs gets: 't', 'wilcoxon', or None (fewer than 2 pairs)."""
-    if n_pairs < 2:
-        return None
-    return "wilcoxon" if n_pairs >= WILCOXON_MIN_PAIRS else "t"
+TEST = "paired t-test"  # the one test of every comparison (summary.csv `test`); scipy.stats.ttest_rel
 
 
 def paired_test(a, b) -> tuple[float, str | None]:
-    """Two-sided paired test of a vs b (aligned per seed): (p, test). p is NaN when undefined."""
+    """Two-sided paired t-test of a vs b (aligned per seed): (p, TEST); (NaN, None) below 2 pairs.
+
+    The paired t-test at every n ≥ 2, because its power grows with every seed: the exact Wilcoxon signed-rank
+    test cannot give p below 2/2ⁿ (0.031 at 6 pairs), which no correction over a table of comparisons lets
+    pass. Equal samples give p = 1; a constant non-zero difference (zero spread) gives p = 0."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired_test needs two aligned 1-d samples, got {a.shape} and {b.shape}")
-    test = test_for(len(a))
-    if test is None:
+    if len(a) < 2:
         return math.nan, None
-    from scipy import stats
-
     d = a - b
     if np.all(d == 0):
-        return 1.0, test
+        return 1.0, TEST
+    if np.all(d == d[0]):
+        return 0.0, TEST
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        if test == "t":
-            p = stats.ttest_rel(a, b).pvalue
-        else:
-            p = stats.wilcoxon(a, b).pvalue
-    return float(p), test
+        p = stats.ttest_rel(a, b).pvalue
+    return float(p), TEST
 
 
 # ---- multiple comparisons, intervals, power ----------------------------------------------------
@@ -99,7 +91,8 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float, int]:
 
 
 def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test with n pairs for a standardized effect (mean/sd of differences)."""
+    """Power of the two-sided paired t-test with n pairs at level alpha for a standardized effect (true mean
+    difference / sd of the differences): P(|T| > t_{1−α/2, n−1}), T noncentral t (n − 1 df, δ = effect·√n)."""
     from scipy import stats
 
     df = n - 1
@@ -109,9 +102,18 @@ def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     return upper + (lower if np.isfinite(lower) else 0.0)  # scipy's nct gives NaN for a vanishing far tail
 
 
+def family_level(m: int, correction: str, alpha: float = ALPHA) -> float:
+    """The raw-p level one comparison must reach to pass a family of m corrected together, when it is the only
+    real difference there: Holm's strictest (first) step α/m; BH's step for the smallest p, α·1/m; none: α."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"report.correction must be one of {sorted(CORRECTIONS)}, got {correction!r}")
+    return alpha if correction == "none" or m <= 1 else alpha / m
+
+
 def detectable_difference(sd: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float:
-    """Smallest true mean difference the paired t-test (n pairs, two-sided alpha) detects with `power`, for a
-    paired spread sd (same unit as sd); NaN below 2 pairs or without a finite sd."""
+    """Smallest true mean difference the two-sided paired t-test (n pairs, level alpha) detects with `power`, for
+    a paired spread sd (same unit as sd); NaN below 2 pairs or without a finite sd. For a table, alpha is
+    `family_level` (the level its correction applies) and sd the median paired sd of its tested comparisons."""
     if n < 2 or not np.isfinite(sd):
         return math.nan
     from scipy.optimize import brentq
@@ -158,6 +160,16 @@ def nemenyi_q(k: int, alpha: float = ALPHA) -> float:
     from scipy import stats
 
     return float(stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
+
+
+# Demšar (2006, §3.2.2): the Friedman statistic's χ² approximation holds "when N and k are big enough (as a rule of
+# a thumb, N > 10 and k > 5)"; below that the report gives mean ranks with their spread and no test.
+FRIEDMAN_MIN_BLOCKS, FRIEDMAN_MIN_METHODS = 11, 6
+
+
+def friedman_applies(n_blocks: int, k: int) -> bool:
+    """Demšar's rule of thumb for the Friedman test (and so the Nemenyi CD): N > 10 blocks and k > 5 methods."""
+    return n_blocks >= FRIEDMAN_MIN_BLOCKS and k >= FRIEDMAN_MIN_METHODS
 
 
 def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:

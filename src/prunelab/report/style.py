@@ -4,6 +4,10 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
+
+from .collect import method_rank
+
 STYLE = {
     "random": ("#7f7f7f", "x"),
     "magnitude": ("#1f77b4", "o"),
@@ -13,9 +17,15 @@ STYLE = {
     "frs": ("#9467bd", "v"),
     "gradual": ("#8c564b", "P"),
     "scratch": ("#e377c2", "X"),
+    "wanda": ("#17becf", "<"),
+    "lamp": ("#bcbd22", ">"),
+    "obd": ("#393b79", "h"),
+    "fpgm": ("#637939", "p"),
+    "bn_scale": ("#8c6d31", "*"),
+    "hrank": ("#7b4173", "d"),
 }
-_FALLBACK_COLORS = ("#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
-_FALLBACK_MARKERS = ("<", ">", "h", "*", "p", "8", "d")
+_FALLBACK_COLORS = ("#843c39", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#a55194", "#6b6ecf")
+_FALLBACK_MARKERS = ("8", "H", "1", "2", "3", "4", "+")
 BASELINE_COLOR = "#555555"
 DPI = 150
 
@@ -37,9 +47,65 @@ def method_style(key: str, label: str | None = None) -> dict:
     return dict(color=color, marker=marker, linestyle=ls)
 
 
+MAX_SERIES = 8  # series a panel holds, the baseline included
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _mix(color: str, other: str, f: float) -> str:
+    """`color` moved a fraction f towards `other` (hex colours)."""
+    a, b = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (color, other))
+    return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(a, b))
+
+
+def series_styles(pairs) -> dict[str, dict]:
+    """{label: color/marker/linestyle} for the series of one figure, from (label, style key) pairs: one colour per
+    method (its key); the plain method in that colour with a solid line, its variants (other labels of the key) as
+    shades of it from light to dark in natural label order (λ 0 … 1), with line styles cycling - -- -. :."""
+    by_key: dict[str, list[str]] = {}
+    for label, key in pairs:
+        by_key.setdefault(key, [])
+        if label not in by_key[key]:
+            by_key[key].append(label)
+    out = {}
+    for key, labels in by_key.items():
+        base = method_style(key)
+        variants = sorted((lab for lab in labels if lab != key), key=method_rank)
+        if key in labels:
+            out[key] = dict(base, linestyle="-")
+        n = len(variants)
+        # -0.5: half-way to white … +0.5: 40 % towards black; the plain method keeps the unshaded colour (0)
+        shades = list(np.linspace(-0.5, 0.5, n + 1)) if key in labels else list(np.linspace(-0.5, 0.5, n) if n > 1
+                                                                                  else [0.0])
+        if key in labels:
+            shades.pop(int(np.argmin(np.abs(shades))))
+        for i, (lab, f) in enumerate(zip(variants, shades)):
+            color = _mix(base["color"], "#ffffff", -f) if f < 0 else _mix(base["color"], "#000000", 0.8 * f)
+            out[lab] = dict(color=color, marker=base["marker"], linestyle=LINESTYLES[(i + 1) % len(LINESTYLES)])
+    return out
+
+
+def chunk_series(pairs, reference: str | None, size: int = MAX_SERIES - 1) -> list[list[tuple[str, str]]]:
+    """Split (label, style key) pairs into panels of at most `size` series, a method's variants kept together
+    where they fit, the reference in every panel (for comparison)."""
+    ref = [p for p in pairs if p[0] == reference]
+    rest = [p for p in pairs if p[0] != reference]
+    groups: dict[str, list] = {}
+    for p in rest:
+        groups.setdefault(p[1], []).append(p)
+    room = max(1, size - len(ref))
+    chunks: list[list] = []
+    for group in groups.values():
+        for i in range(0, len(group), room):
+            part = group[i:i + room]
+            if chunks and len(chunks[-1]) + len(part) <= room:
+                chunks[-1] += part
+            else:
+                chunks.append(list(part))
+    return [ref + c for c in chunks] or ([ref] if ref else [])
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, w: float = 4.2, h: float = 3.2, **kw):
     """(Figure, 2-d array of axes) without pyplot: no global state, no backend switch (Agg canvas)."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")

@@ -7,16 +7,17 @@ import numpy as np
 import pandas as pd
 
 from .collect import method_rank
-from .significance import ALPHA, adjust_p, detectable_difference, paired_delta, paired_test
+from .families import mark
+from .significance import paired_delta
 
-GROUP = ["dataset", "arch", "regime", "gran", "ratio"]  # one comparison: the methods compete here
+GROUP = ["dataset", "arch", "regime", "gran", "target", "ratio"]  # the methods compete here (at every budget)
 MISSING = "—"
 
 
 def keyed(df: pd.DataFrame) -> pd.DataFrame:
     """Copy with null string keys shown as MISSING, so groupby keeps them."""
     df = df.copy()
-    for col in ("dataset", "arch", "regime", "gran", "label"):
+    for col in ("dataset", "arch", "regime", "gran", "target", "label"):
         df[col] = [MISSING if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in df[col]]
     return df
 
@@ -30,10 +31,15 @@ def _stat(values) -> tuple[float, float, int]:
 
 
 def per_seed(rows: pd.DataFrame, col: str) -> pd.Series:
-    """Mean of `col` per seed (rows of one group), NaNs dropped, indexed by seed."""
-    vals = pd.to_numeric(rows[col], errors="coerce").astype(float)
-    s = pd.Series(vals.to_numpy(), index=rows["seed"].to_numpy()).dropna()
-    return s.groupby(level=0).mean().sort_index()
+    """Mean of `col` per seed (rows of one group), NaNs dropped, indexed by seed (ascending)."""
+    vals = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    seeds = np.asarray(rows["seed"].tolist(), dtype=object)
+    ok = np.isfinite(vals)
+    vals, seeds = vals[ok], seeds[ok]
+    if len(set(seeds)) == len(seeds):  # one value per seed (the usual case): no groupby
+        order = sorted(range(len(seeds)), key=lambda i: seeds[i])
+        return pd.Series(vals[order], index=list(seeds[order]), dtype=float)
+    return pd.Series(vals, index=list(seeds)).groupby(level=0).mean().sort_index()
 
 
 def baseline_top1(df: pd.DataFrame) -> dict:
@@ -53,7 +59,7 @@ def baseline_frame(df: pd.DataFrame) -> pd.DataFrame:
     for (ds, arch, regime), g in base.groupby(["dataset", "arch", "regime"], sort=True, dropna=False):
         r = dict(dataset=ds, arch=arch, regime=regime)
         for col in ("top1_test", "top1_val", "top5_test", "params_total", "macs_dense",
-                    "latency_ms_b1", "latency_ms_b64", "wall_s"):
+                    "latency_ms_b1", "latency_ms_b64", "wall_s", "steps_total", "train_steps"):
             if col in g:
                 m, s, n = _stat(per_seed(g, col))
             else:
@@ -66,7 +72,7 @@ def baseline_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows the summary compares: fine-tuned models of a comparison group, or its pruned-only
+    """Rows the summary compares: fine-tuned models of a comparison group (every budget), or its pruned-only
     models where none is fine-tuned yet; plus gradual and scratch models."""
     d = keyed(df[df["stage"].isin(["pruned", "finetuned", "gradual", "scratch"])])
     keep = []
@@ -77,39 +83,44 @@ def select_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keep) if keep else d.iloc[:0]
 
 
+SUMMARY_KEY = ["dataset", "arch", "regime", "gran", "target", "budget", "ratio", "label"]
+MEANS = (("compression", "compression"), ("speedup_theoretical", "speedup_theoretical"),
+         ("sparsity_achieved", "sparsity"), ("top1_test_before_finetune", "before"), ("cost_removed", "cost_removed"),
+         ("steps_total", "steps_total"), ("train_steps", "train_steps"))
+
+
 def summary_frame(df: pd.DataFrame, reference: str, correction: str) -> pd.DataFrame:
-    """One row per comparison group × method variant: top-1, paired Δ to the own baseline with its 95 % t-interval,
-    paired Δ / test / corrected p against the `reference` method (family: one dataset × arch × regime ×
-    granularity, corrected by `correction`), measured speedup median and spread over seeds."""
+    """One row per comparison group (dataset × arch × regime × granularity × target × budget × ratio) × method
+    variant: top-1, paired Δ to the own baseline with its 95 % t-interval, cost and steps (mean over seeds), the
+    comparison with the `reference` method in its family (`families.mark`: identical rows, the one-shot family
+    per table, the controls' own family, p corrected by `correction`), measured speedup median and spread."""
     sel = select_rows(df)
     if sel.empty:
         return pd.DataFrame()
     base = baseline_top1(df)
     rows = []
-    for key, g in sel.groupby(GROUP + ["label"], sort=False, dropna=False):
-        ds, arch, regime, gran, ratio, label = key
+    for key, g in sel.groupby(SUMMARY_KEY, sort=False, dropna=False):
+        ds, arch, regime, gran, target, budget, ratio, label = key
         top1 = per_seed(g, "top1_test")
         pair_regime = g["pair_regime"].iloc[0]
         paired = [(v, base[(ds, arch, pair_regime, s)]) for s, v in top1.items() if (ds, arch, pair_regime, s) in base]
-        r = dict(dataset=ds, arch=arch, regime=regime, granularity=gran, ratio=ratio, method=label,
-                 style=g["style"].iloc[0], stage=g["stage"].iloc[0], seeds=" ".join(str(s) for s in top1.index),
-                 _top1=top1)
+        r = dict(dataset=ds, arch=arch, regime=regime, granularity=gran, target=target, budget=budget, ratio=ratio,
+                 method=label, style=g["style"].iloc[0], stage=g["stage"].iloc[0],
+                 seeds=" ".join(str(s) for s in top1.index), _top1=top1,
+                 _loss=per_seed(g, "loss_test") if "loss_test" in g else pd.Series(dtype=float))
         r["top1_mean"], r["top1_std"], r["n_seeds"] = _stat(top1)
         r["delta_mean"], r["delta_std"], r["n_delta"] = _stat([a - b for a, b in paired])
         _, r["delta_lo"], r["delta_hi"], _, _ = paired_delta([a for a, _ in paired], [b for _, b in paired])
-        for col, name in (("compression", "compression"), ("speedup_theoretical", "speedup_theoretical"),
-                          ("sparsity_achieved", "sparsity"), ("top1_test_before_finetune", "before")):
+        for col, name in MEANS:
             r[f"{name}_mean"], r[f"{name}_std"], _ = _stat(per_seed(g, col)) if col in g else (math.nan,) * 3
         r.update(measured_speedup(g))
         rows.append(r)
     grank = {"unstructured": 0, "structured": 1}
     rows.sort(key=lambda r: (str(r["dataset"]), str(r["arch"]), str(r["regime"]),
-                             (grank.get(r["granularity"], 2), str(r["granularity"])),
+                             (grank.get(r["granularity"], 2), str(r["granularity"])), str(r["target"]),
+                             r["budget"] if np.isfinite(r["budget"]) else -1.0,
                              r["ratio"] if np.isfinite(r["ratio"]) else math.inf, method_rank(r["method"], r["style"])))
-    return _mark(pd.DataFrame(rows), reference, correction).drop(columns="_top1")
-
-
-FAMILY = ["dataset", "arch", "regime", "granularity"]  # one table: the family a correction runs over
+    return mark(pd.DataFrame(rows), reference, correction).drop(columns=["_top1", "_loss"])
 
 
 def measured_speedup(g: pd.DataFrame) -> dict:
@@ -130,43 +141,6 @@ def measured_speedup(g: pd.DataFrame) -> dict:
         spread = math.nan
     return dict(speedup_measured_median=med, speedup_measured_spread=spread,
                 speedup_measured_noisy=bool(np.isfinite(spread) and spread > abs(med - 1)))
-
-
-def _mark(s: pd.DataFrame, reference: str, correction: str) -> pd.DataFrame:
-    """Add best (max mean top-1 in its group; ties all best), paired Δ / p / test vs the reference method, p
-    corrected per family, significant (corrected p < ALPHA) and the family's detectable difference."""
-    s["best"] = False
-    for col in ("dref_mean", "dref_lo", "dref_hi", "dref_sd", "p_vs_ref", "p_adj", "family_size", "mdd", "mdd_sd"):
-        s[col] = math.nan
-    s["test"], s["n_pairs"], s["reference"] = None, 0, reference
-    for _, g in s.groupby(["dataset", "arch", "regime", "granularity", "ratio"], sort=False, dropna=False):
-        top = g["top1_mean"].max()
-        if np.isfinite(top):
-            s.loc[g.index[g["top1_mean"] == top], "best"] = True
-        ref = g[g["method"] == reference]
-        if ref.empty:
-            continue
-        rv = ref["_top1"].iloc[0]
-        for i, row in g.iterrows():
-            if row["method"] == reference:
-                continue
-            seeds = sorted(set(rv.index) & set(row["_top1"].index))
-            a, b = row["_top1"][seeds].to_numpy(), rv[seeds].to_numpy()
-            p, test = paired_test(a, b)
-            mean, lo, hi, sd, n = paired_delta(a, b)
-            s.loc[i, ["dref_mean", "dref_lo", "dref_hi", "dref_sd", "p_vs_ref", "n_pairs"]] = [mean, lo, hi, sd, p, n]
-            s.loc[i, "test"] = test
-    for _, g in s.groupby(FAMILY, sort=False, dropna=False):
-        p = g["p_vs_ref"].astype(float).to_numpy()
-        s.loc[g.index, "p_adj"] = adjust_p(p, correction)
-        s.loc[g.index, "family_size"] = int(np.isfinite(p).sum())
-        sd = g["dref_sd"].astype(float)
-        ok = np.isfinite(sd) & (g["n_pairs"] >= 2)
-        if ok.any():  # pooled paired spread of the table, at its typical number of pairs
-            pooled, n = float(np.sqrt(np.mean(sd[ok] ** 2))), int(np.median(g.loc[ok, "n_pairs"]))
-            s.loc[g.index, ["mdd", "mdd_sd"]] = [detectable_difference(pooled, n), pooled]
-    s["significant"] = s["p_adj"].astype(float) < ALPHA
-    return s
 
 
 REFERENCE_REQUIRED = ("arch", "source")
