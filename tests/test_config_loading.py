@@ -10,7 +10,7 @@ import torch
 import yaml
 from snakemake.cli import parse_config
 
-from conftest import TINY, snakemake
+from conftest import REPO, TINY, snakemake
 from prunelab import models
 from prunelab.overrides import typed
 
@@ -75,3 +75,24 @@ def test_device_cuda_without_a_usable_gpu_stops_with_the_override_that_tries_the
         models.pick_device("cuda")
     with pytest.raises(ConfigError, match=r"config key 'device': cuda, .*--config device=cpu"):
         check_device_available("cuda")
+
+
+def test_a_dry_run_needs_neither_data_nor_gpu_and_says_what_a_real_run_would_stop_on(tmp_path, monkeypatch):
+    from snakemake.utils import validate
+
+    from prunelab.checks import ConfigError, check_config, dry_run_notes
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg.update(device="cuda", resources={"gpu": 1},
+               dataset={"name": "mnist", "data_root": str(tmp_path), "download": False})
+    validate(cfg, schema=str(REPO / "workflow/schemas/config.schema.yaml"), set_default=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="config key 'dataset.download'"):
+        check_config(cfg, check_device=False)  # a real run stops on the missing files
+    with pytest.raises(ConfigError, match="config key 'device'"):
+        check_config(cfg, check_files=False)  # and on the missing GPU
+    check_config(cfg, check_device=False, check_files=False)  # what a dry run checks: the rest
+    notes = dry_run_notes(cfg)
+    assert len(notes) == 2 and all(n.startswith("a real run stops here: config key '") for n in notes)
+    assert str(tmp_path) in notes[0] and "'device': cuda" in notes[1]
+    assert dry_run_notes(cfg, check_device=False) == notes[:1]  # cluster: the nodes have the GPUs

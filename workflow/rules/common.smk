@@ -40,9 +40,20 @@ def validate_config(cfg, schema):
         lines = [
             f"  config key '{'.'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
             + allowed_keys(e)
+            + override_hint(e)
             for e in errors
         ]
         raise WorkflowError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def override_hint(error):
+    """For a key set with --config: how to give it (values are YAML), or to use a small config file instead."""
+    if not error.absolute_path or error.absolute_path[0] not in CONFIG_OVERRIDES:
+        return ""
+    return (
+        " (set by --config, whose values are read as YAML: --config 'seeds=[0, 1]' 'train={epochs: 2}'; "
+        "or write the keys to a small YAML file: --configfile config/config.yaml mine.yaml)"
+    )
 
 
 def canonical(obj):
