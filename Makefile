@@ -4,11 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
-# The one uv pin (.ci/run and tests use it through `make uv` / `make -s print-uv`): another uv writes
-# uv.lock/requirements.lock in another form. `uv` on PATH is used when it is this version, else the one
-# `make uv` installs with $(PYTHON) -m pip (run as `$(PYTHON) -m uv`).
+# The one uv pin (tests use it through `make uv` / `make -s print-uv`): another uv writes uv.lock/requirements.lock
+# in another form. `uv` on PATH is used when it is this version, else the one `make uv` installs into .uv/ with
+# `$(PYTHON) -m pip install --target` (tools/install_uv.sh): nothing is installed into $(PYTHON) itself, so a
+# distribution's externally managed python3.11 (PEP 668) works too.
 UV_VERSION := 0.13.9
-UV = $(if $(shell uv --version 2>/dev/null | grep -E '^uv $(subst .,\.,$(UV_VERSION))( |$$)'),uv,$(PYTHON) -m uv)
+UV_DIR := $(CURDIR)/.uv
+UV_IS_PINNED := grep -qE '^uv $(subst .,\.,$(UV_VERSION))( |$$)'
+UV = $(if $(shell uv --version 2>/dev/null | $(UV_IS_PINNED) && echo yes),uv,$(UV_DIR)/bin/uv)
 export PYTHONHASHSEED := 0
 # PYTHONDONTWRITEBYTECODE may be set by the machine: the venv is byte-compiled once at install (--compile-bytecode)
 # so that each of the workflow's many short jobs does not recompile torch from source (about 2 s a process).
@@ -20,11 +23,10 @@ SNAKEMAKE := $(BIN)/snakemake --configfile $(CONFIG)
 EXPERIMENT = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['experiment'])")
 MLFLOW_PORT ?= 5000
 
-.PHONY: uv print-uv print-uv-version data rerun venv run test unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean conda-env
+.PHONY: uv print-uv print-uv-version data rerun venv run test test-setup unit lint report bench mlflow-ui mlflow-server mlflow-sync dry-run clean conda-env
 
 uv:
-	@$(UV) --version 2>/dev/null | grep -qE '^uv $(subst .,\.,$(UV_VERSION))( |$$)' \
-		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) --version 2>/dev/null | $(UV_IS_PINNED) || tools/install_uv.sh $(PYTHON) $(UV_VERSION) $(UV_DIR)
 
 print-uv:
 	@echo $(UV)
@@ -39,15 +41,8 @@ $(VENV)/.synced: pyproject.toml uv.lock | uv
 	@touch $@
 
 # Fashion-MNIST from Debian's package (files in /usr/share/datasets/fashion-mnist/), where apt can install it.
-FASHION_DIR := /usr/share/datasets/fashion-mnist
 data:
-	@if [ -d $(FASHION_DIR) ]; then echo "Fashion-MNIST is installed in $(FASHION_DIR)"; \
-	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; \
-	else echo "Fashion-MNIST is not installed: install Debian's package dataset-fashion-mnist" \
-		"(sudo apt-get install dataset-fashion-mnist), or set dataset.download: true in the config"; fi
+	@tools/system_packages.sh data
 
 run: venv
 	$(SNAKEMAKE) --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS),)
@@ -63,7 +58,12 @@ dry-run: venv
 
 test: venv unit lint
 
-unit: venv
+# What the suite needs from the system (Fashion-MNIST, a C++ compiler, Python headers): installed with apt-get as
+# root, else one line with the command that installs it, before the suite starts.
+test-setup: venv
+	@tools/system_packages.sh test $(BIN)/python
+
+unit: venv test-setup
 	$(BIN)/python -m pytest -q
 
 lint: venv
@@ -80,6 +80,7 @@ bench: venv
 	$(BIN)/python benchmarks/stats_overhead.py
 	$(BIN)/python benchmarks/structured_speedup.py
 	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/portable_numerics.py
 	$(BIN)/python benchmarks/pipeline_overhead.py --config $(BENCH_CONFIG)
 
 mlflow-ui: venv

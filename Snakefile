@@ -4,8 +4,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default experiment, unless --configfile names another (which then replaces it rather than merging into it).
-if not config:
+# config/config.yaml is the base, unless --configfile names other files (which replace it, not merge into it);
+# --config KEY=VALUE goes on top of either (typed in common.smk).
+if not workflow.config_settings.configfiles:
 
     configfile: "config/config.yaml"
 

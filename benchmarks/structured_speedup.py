@@ -127,7 +127,11 @@ def main() -> None:
                   f"{f['latency_ms_dense']:>9.1f}{f['latency_ms_pruned']:>8.1f}{f['speedup_measured']:>6.2f}"
                   f"{f['measured_over_theoretical']:>10.2f}"
                   f"{f['speedup_measured_min'] / r['speedup_theoretical']:>10.2f}{f['paired_over_theoretical']:>7.2f}")
-    env = {"torch": torch.__version__, "threads": args.threads, "batch": args.batch, "in_shape": IN_SHAPE,
+    # Outside the workflow: this CPU's own kernels, not the AVX2 caps every job runs with (portable_numerics).
+    print(f"kernels: {torch.backends.cpu.get_cpu_capability()} (this CPU's own; workflow jobs cap them at AVX2 unless "
+          "portable_numerics is off: benchmarks/portable_numerics.py compares the two)")
+    env = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "threads": args.threads, "batch": args.batch, "in_shape": IN_SHAPE,
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "load_avg": os.getloadavg(), "bn_folded": True, "forms": args.forms, "warmup": args.warmup, "repeats": args.repeats}
     out = Path(args.out)

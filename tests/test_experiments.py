@@ -8,6 +8,7 @@ import shutil
 
 import jsonschema
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, make_workdir, snakemake
@@ -41,6 +42,7 @@ def test_config_is_valid_and_asks_for_a_gpu(path):
     assert cfg["experiment"] == path.stem  # results/<file name>/: one folder per config
     res = cfg["resources"]
     assert res["gpu"] == (0 if path.stem in CPU_EXPERIMENTS else 1)
+    assert cfg["device"] == ("cpu" if path.stem in CPU_EXPERIMENTS else "cuda")  # no silent CPU fallback
     assert res["mem_mb"] >= 2000 and res["runtime"] >= 30
     assert cfg["dataset"]["name"] != "digits"  # paper scale, real data
     assert len(cfg["seeds"]) >= 3
@@ -70,9 +72,28 @@ def test_reference_entries_match_the_config(path):
 
 
 def planned_jobs(out: str) -> dict[str, int]:
+    """{rule: count} of a dry run's job table, with its 'total' (the `all` target included)."""
     table = out[out.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def readme_job_counts() -> dict[str, int]:
+    """{config file name: jobs} as the README quotes them: the paper-scale table's "jobs" column, and the
+    Fashion-MNIST and default experiments' "(N jobs)"."""
+    text = (REPO / "README.md").read_text()
+    header = next(ln for ln in text.splitlines() if ln.startswith("| config |"))
+    col = [c.strip() for c in header.strip("|").split("|")].index("jobs")
+    counts = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and cells[0].strip("`").endswith(".yaml") and len(cells) > col:
+            counts[cells[0].strip("`")] = int(cells[col])
+    for name in ("fashion_mnist.yaml", "config.yaml"):
+        quoted = re.findall(rf"`config/(?:experiments/)?{name}`[^.]*?\((\d+) jobs", text)
+        assert len(quoted) == 1, f"README should quote the job count of {name} once, as `...{name}` ... (N jobs)"
+        counts[name] = int(quoted[0])
+    return counts
+
 
 
 # Counted by hand from config/experiments/fashion_mnist.yaml. FNN, 5 seeds: 12 unstructured-capable variants
@@ -115,7 +136,11 @@ def test_dry_run_plans_the_whole_experiment_without_data(path, tmp_path):
     proc = snakemake(wd, "--configfile", path.name, "--cores", "2", "-n", timeout=120)
     assert not (wd / "data").exists() and not (wd / "results").exists()  # a dry run touches nothing
     cfg = load(path)
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():  # planned all the same; said in one line
+        assert "dry run: a real run stops here: config key 'device': cuda" in proc.stdout
     planned = planned_jobs(proc.stdout)
+    quoted = readme_job_counts()[path.name]
+    assert quoted == planned["total"], f"README says {quoted} jobs, snakemake -n plans {planned}"
     for rule, n in expected_jobs(cfg).items():
         assert planned.get(rule) == n, f"{rule}: planned {planned.get(rule)}, expected {n}\n{proc.stdout[-3000:]}"
     assert planned.get("report") == 1
@@ -126,6 +151,12 @@ def test_dry_run_plans_the_whole_experiment_without_data(path, tmp_path):
             pytest.xfail("gradual.enabled, but train_gradual is not yet a target (all_metrics() in "
                          "workflow/rules/common.smk does not include gradual_metrics())")
     assert planned.get("train_gradual", 0) == n_gradual
+
+
+def test_readme_quotes_the_default_experiments_job_count(tmp_path):
+    wd = make_workdir(tmp_path / "wd")
+    planned = planned_jobs(snakemake(wd, "--cores", "2", "-n", timeout=120).stdout)
+    assert readme_job_counts()["config.yaml"] == planned["total"]
 
 
 GRADUAL = [p for p in CONFIGS if (load(p).get("gradual") or {}).get("enabled")]

@@ -27,7 +27,7 @@ LAYERS = [
     ("statistics", ["prunelab.stats"]),
     ("measurement", ["prunelab.measure"]),
     ("models, data, files, settings", ["prunelab.models", "prunelab.data", "prunelab.io", "prunelab.settings",
-                                       "prunelab"]),
+                                       "prunelab.numerics", "prunelab.overrides", "prunelab"]),
 ]
 
 

@@ -15,7 +15,7 @@ def provenance_warnings(rows) -> list[str]:
     rows = list(rows)
     commits = [str(r.get("git_commit")) for r in rows if present(r.get("git_commit"))]
     hashes = [str(r.get("source_hash")) for r in rows if present(r.get("source_hash"))]
-    fix = "rerun the stale rules, e.g. `make rerun RULES=\"score prune\"` (README: Stale results)"
+    fix = "rerun the stale rules, e.g. `make rerun RULES=\"score prune_finetune\"` (README: Stale results)"
     warnings = []
     for what, values in (("commits", [c.removesuffix("-dirty") for c in commits]),
                          ("library source hashes", hashes)):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from prunelab.io import load_json, save_json
@@ -24,6 +25,9 @@ from prunelab.io import load_json, save_json
 log = logging.getLogger("prunelab.tracking")
 UNSYNCED = ".mlflow_unsynced"
 TAG_JOB, TAG_HASH = "prunelab.job_id", "prunelab.metrics_hash"
+# The experiment tag MLflow's UI (3.x) reads to open an experiment on its training runs rather than on its GenAI
+# traces view (values in the UI's ExperimentKind: custom_model_development, genai_development, ...).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 # MLflow's HTTP defaults (7 retries with exponential backoff, 120 s timeout) make one call to an unreachable tracking
 # server cost about 4 minutes per job; with these a job degrades to files in seconds. Settings in the environment win.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -34,6 +38,11 @@ def bound_http_retries() -> None:
     """Fail fast when the tracking server is down (HTTP_BOUNDS, unless already set in the environment)."""
     for var, value in HTTP_BOUNDS.items():
         os.environ.setdefault(var, value)
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch (MLflow's unit for run times and metric timestamps)."""
+    return int(time.time() * 1000)
 
 
 def default_uri(results_root: str | Path) -> str:
@@ -51,7 +60,8 @@ def run_name(rule: str, wildcards: dict) -> str:
 
 
 def init_tracking(uri: str, experiment: str, artifact_root: str | Path | None = None) -> str:
-    """Create the database (if SQLite) and the experiment once, before any job starts; returns its id.
+    """Create the database (if SQLite) and the experiment once, before any job starts; returns its id. The
+    experiment is tagged as one of training runs (KIND_TAG), also when it existed without (or with another) kind.
 
     Concurrent jobs must never race on schema creation or `set_experiment`: call this from `onstart`.
     """
@@ -61,19 +71,34 @@ def init_tracking(uri: str, experiment: str, artifact_root: str | Path | None = 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        if exp.tags.get(KIND_TAG) != KIND:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root and uri.startswith("sqlite") else None
-    return client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location, tags={KIND_TAG: KIND})
 
 
 def write_run_file(out_dir: str | Path, rule: str, wildcards: dict, params: dict, parent: str | None,
-                   history: list[dict]) -> Path:
-    """Write run.json (what a tracker needs to log this job later) into the job's output folder."""
+                   history: list[dict], times: tuple[int, int] | None = None, machine: dict | None = None) -> Path:
+    """Write run.json (what a tracker needs to log this job later) into the job's output folder.
+
+    history: per-epoch records, each with its `time_ms`; times: the job's (start, end) in ms since the epoch;
+    machine: `prunelab.numerics.machine_info()` of the job's process."""
     path = Path(out_dir) / "run.json"
     save_json({"job_id": job_id(rule, wildcards), "run_name": run_name(rule, wildcards), "rule": rule,
                "wildcards": {k: str(v) for k, v in wildcards.items()}, "params": params, "parent_job": parent,
-               "history": history}, path)
+               "start_time_ms": times[0] if times else None, "end_time_ms": times[1] if times else None,
+               "machine": machine, "history": history}, path)
     return path
+
+
+def job_times(run: dict, metrics_path: Path, metrics: dict) -> tuple[int, int]:
+    """(start, end) of a job in ms since the epoch: run.json's own, or for a run.json written before it recorded
+    them, metrics.json's modification time as the end and its wall_s before that as the start."""
+    if run.get("start_time_ms") is not None and run.get("end_time_ms") is not None:
+        return int(run["start_time_ms"]), int(run["end_time_ms"])
+    end = int(metrics_path.stat().st_mtime * 1000)
+    return end - int(1000 * float(metrics.get("wall_s") or 0)), end
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -147,12 +172,13 @@ def _log_job(client, exp_id: str, job_dir: Path, parent_run: str | None, data: t
     tags.update({k: v for k, v in run["wildcards"].items()})  # each wildcard once, under its own name
     if parent_run:
         tags["mlflow.parentRunId"] = parent_run
-    created = client.create_run(exp_id, tags=tags, run_name=run["run_name"])
+    start, end = job_times(run, metrics_path, metrics)
+    created = client.create_run(exp_id, start_time=start, tags=tags, run_name=run["run_name"])
     rid = created.info.run_id
     params = [Param(k, v[:6000]) for k, v in _flatten(run.get("params", {})).items()]
-    series = [Metric(k, float(v), 0, int(rec["epoch"])) for rec in run.get("history", [])
-              for k, v in rec.items() if k != "epoch" and isinstance(v, (int, float))]
-    final = [Metric(k, v, 0, 0) for k, v in _numeric(metrics).items()]
+    series = [Metric(k, float(v), int(rec.get("time_ms", end)), int(rec["epoch"])) for rec in run.get("history", [])
+              for k, v in rec.items() if k not in ("epoch", "time_ms") and isinstance(v, (int, float))]
+    final = [Metric(k, v, end, 0) for k, v in _numeric(metrics).items()]
     for i in range(0, max(len(params), 1), 100):
         client.log_batch(rid, params=params[i:i + 100])
     allm = series + final
@@ -163,7 +189,7 @@ def _log_job(client, exp_id: str, job_dir: Path, parent_run: str | None, data: t
     client.log_artifact(rid, str(metrics_path))
     if (job_dir / "model.pt").exists():
         client.log_artifact(rid, str(job_dir / "model.pt"))
-    client.set_terminated(rid, "FINISHED")
+    client.set_terminated(rid, "FINISHED", end_time=end)
     return rid
 
 
@@ -276,7 +302,7 @@ class LiveRun:
             from mlflow.entities import Metric
 
             step = int(record["epoch"])
-            self.client.log_batch(self.rid, metrics=[Metric(k, float(v), 0, step) for k, v in record.items()
+            self.client.log_batch(self.rid, metrics=[Metric(k, float(v), now_ms(), step) for k, v in record.items()
                                                      if k != "epoch" and isinstance(v, (int, float))])
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -289,7 +315,7 @@ class LiveRun:
 
                 metrics_path = self.out_dir / "metrics.json"
                 metrics = load_json(metrics_path)
-                self.client.log_batch(self.rid, metrics=[Metric(k, v, 0, 0) for k, v in _numeric(metrics).items()],
+                self.client.log_batch(self.rid, metrics=[Metric(k, v, now_ms(), 0) for k, v in _numeric(metrics).items()],
                                       tags=[RunTag(TAG_HASH, _metrics_hash(metrics_path)),
                                             RunTag("config_hash", str(metrics.get("config_hash"))),
                                             RunTag("stage", str(metrics.get("stage")))]

@@ -1,21 +1,14 @@
-# Helpers, config validation and wildcard constraints shared by every rule file.
+# Helpers, config loading and validation, kernel pinning and wildcard constraints shared by every rule file.
 import json
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.logging import logger
+from snakemake.utils import update_config, validate
 
-from prunelab.checks import models as model_checks
-from prunelab.checks import check_config, ConfigError
-from prunelab.methods import get_method, required_statistics, unused_options
-from prunelab.methods.variants import (
-    distinct_variants,
-    expand_methods,
-    pat_regimes,
-    select_variants,
-)
-from prunelab.settings import method_defaults, recipe as settings_recipe
+from prunelab.numerics import pin_kernels
+from prunelab.overrides import typed
 
 
 def allowed_keys(error):
@@ -47,9 +40,20 @@ def validate_config(cfg, schema):
         lines = [
             f"  config key '{'.'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
             + allowed_keys(e)
+            + override_hint(e)
             for e in errors
         ]
         raise WorkflowError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def override_hint(error):
+    """For a key set with --config: how to give it (values are YAML), or to use a small config file instead."""
+    if not error.absolute_path or error.absolute_path[0] not in CONFIG_OVERRIDES:
+        return ""
+    return (
+        " (set by --config, whose values are read as YAML: --config 'seeds=[0, 1]' 'train={epochs: 2}'; "
+        "or write the keys to a small YAML file: --configfile config/config.yaml mine.yaml)"
+    )
 
 
 def canonical(obj):
@@ -61,11 +65,46 @@ def canonical(obj):
     return obj
 
 
+# --config values as a config file would type them (Snakemake leaves the scalars of lists and mappings strings).
+CONFIG_OVERRIDES = typed(dict(workflow.config_settings.config))
+update_config(config, CONFIG_OVERRIDES)
 validate_config(config, "../schemas/config.schema.yaml")
+# Before torch loads (the prunelab imports below load it): this process and every job it starts inherit the
+# kernel caps; a cluster job's own snakemake re-parses this file and sets them again.
+pin_kernels(config["portable_numerics"])
+# The imports below load torch: after pin_kernels.
+from prunelab.checks import models as model_checks  # noqa: E402
+from prunelab.checks import check_config, ConfigError, dry_run_notes  # noqa: E402
+from prunelab.methods import get_method, required_statistics, unused_options  # noqa: E402
+from prunelab.methods.variants import (  # noqa: E402
+    distinct_variants,
+    expand_methods,
+    pat_regimes,
+    select_variants,
+)
+from prunelab.models import cpu_fallback_note  # noqa: E402
+from prunelab.settings import method_defaults, recipe as settings_recipe  # noqa: E402
+
+# A dry run plans without data files or a GPU: what a real run would stop on is said, not raised.
+DRY_RUN = workflow.output_settings.dryrun
 try:  # what the schema cannot say (names, files, sizes, schedule): one line, before any job
-    check_config(config, list(workflow.configfiles), check_device=workflow.local_exec)
+    check_config(
+        config,
+        list(workflow.configfiles),
+        check_device=workflow.local_exec and not DRY_RUN,
+        check_files=not DRY_RUN,
+        overridden=set(CONFIG_OVERRIDES),
+    )
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
+if DRY_RUN:
+    for note in dry_run_notes(config, check_device=workflow.local_exec):
+        logger.warning(f"dry run: {note}")
+elif workflow.is_main_process and workflow.local_exec and config["device"] == "auto":
+    # one line on the console; each job's log says it too
+    CPU_FALLBACK = cpu_fallback_note()
+    if CPU_FALLBACK:
+        logger.warning(CPU_FALLBACK)
 _canonical_config = canonical(config)
 config.clear()
 config.update(_canonical_config)
@@ -125,12 +164,11 @@ def inapplicable_pairs():
     """{(arch, method or variant): reason} for the methods that cannot score an architecture (e.g. bn_scale
     without BatchNorm): those pairs are skipped (logged); a method that applies to no arch is an error.
     """
-    from snakemake.logging import logger
     from prunelab.checks.data import dataset_sizes
     from prunelab.methods import inapplicable_reason
     from prunelab.models import build_model
 
-    in_shape, classes, _, _ = dataset_sizes(config["dataset"])
+    in_shape, classes, _, _ = dataset_sizes(config["dataset"], check_files=False)
     bases = sorted({base for base, _ in METHOD_VARIANTS.values()})
     pairs = {}
     for a in ARCHS:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from prunelab.checks.data import ConfigError, check_sizes, dataset_sizes, few
+from prunelab.checks.data import ConfigError, check_data_files, check_sizes, dataset_sizes, few
 from prunelab.checks.models import check_arch, gradual_archs
 from prunelab.methods import get_method, method_names
 from prunelab.methods.variants import expand_methods
@@ -26,18 +26,20 @@ from prunelab.models import DENSE_ONLY
 from prunelab.pruning.schedules import finetune_budgets
 from prunelab.settings import FinetuneSettings, GradualSettings, recipe
 
-__all__ = ["ConfigError", "check_config"]
+__all__ = ["ConfigError", "check_config", "dry_run_notes"]
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = True) -> None:
+def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = True, check_files: bool = True,
+                 overridden: set[str] = frozenset()) -> None:
     """Raise ConfigError on the first mistake in `cfg` (schema-validated, defaults filled).
 
-    config_files: the YAML files the config was read from (duplicate keys). check_device: False where jobs run
-    on other machines (cluster), whose GPUs this one cannot see.
+    config_files: the YAML files the config was read from (duplicate keys); overridden: the top-level keys set on
+    the command line (`--config`). check_device: False where jobs run on other machines (cluster), whose GPUs
+    this one cannot see, and in a dry run. check_files: False in a dry run, which plans without the data files.
     """
-    given = set().union(*(check_duplicate_keys(path) for path in config_files)) if config_files else None
+    given = set(overridden).union(*(check_duplicate_keys(path) for path in config_files)) if config_files else None
     check_experiment(cfg["experiment"])
     check_ratios(cfg)
     check_methods(cfg)
@@ -49,11 +51,26 @@ def check_config(cfg: dict, config_files: list[str] = (), check_device: bool = T
     elif cfg["device"] == "cuda" and cfg["resources"]["gpu"] == 0:
         raise ConfigError("config key 'resources.gpu': 0, but device is cuda: cluster jobs would get no GPU; "
                           "expected resources.gpu >= 1 (or device: auto)")
-    in_shape, classes, n_train, n_val = dataset_sizes(cfg["dataset"])
+    in_shape, classes, n_train, n_val = dataset_sizes(cfg["dataset"], check_files=check_files)
     check_sizes(cfg, classes, n_train, n_val)
     check_budgets(cfg, n_train)
     for key, arch in cfg["archs"].items():
         check_arch(cfg, key, arch, in_shape, classes)
+
+
+def dry_run_notes(cfg: dict, check_device: bool = True) -> list[str]:
+    """What a real run of `cfg` would stop on that a dry run does not need: missing data files, no usable GPU
+    for `device: cuda` (check_device: False where the jobs' machines are others). One line each."""
+    checks = [lambda: check_data_files(cfg["dataset"])]
+    if check_device:
+        checks.append(lambda: check_device_available(cfg["device"]))
+    notes = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            notes.append(f"a real run stops here: {exc}")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------- files, names
@@ -297,9 +314,11 @@ def check_budgets(cfg: dict, n_train: int) -> None:
 
 
 def check_device_available(device: str) -> None:
+    """`device: cuda` needs a GPU torch can use here (ConfigError naming the override that tries the CPU)."""
     if device == "cuda":
-        import torch
+        from prunelab.models import cuda_problem
 
-        if not torch.cuda.is_available():
-            raise ConfigError("config key 'device': cuda, but torch sees no CUDA GPU on this machine; "
-                              "expected device: auto or cpu")
+        problem = cuda_problem()
+        if problem:
+            raise ConfigError(f"config key 'device': cuda, but {problem}; expected a usable GPU, or to try on the "
+                              "CPU: --config device=cpu")

@@ -90,8 +90,9 @@ def _imagefolder(root: Path, image_size: int | None) -> tuple[tuple[int, int, in
     return (c, h, w), len(classes), len(paths), (root / "test").is_dir()
 
 
-def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
-    """(in_shape, classes, train images, val images) the prepared dataset will have; data files checked."""
+def dataset_sizes(ds: dict, check_files: bool = True) -> tuple[tuple[int, int, int], int, int, int]:
+    """(in_shape, classes, train images, val images) the prepared dataset will have; with `check_files`, the files
+    of a dataset that is not downloaded must be there (an image folder is always read: its layout is its size)."""
     name, root = ds["name"], Path(ds["data_root"])
     if name == "imagefolder":
         in_shape, classes, pool, has_test = _imagefolder(root, ds["image_size"])
@@ -101,10 +102,8 @@ def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
         pool = pool or DIGITS_IMAGES
         if ds["image_size"]:
             in_shape = (in_shape[0], ds["image_size"], ds["image_size"])
-        if name != "digits" and not ds["download"]:
-            missing = _data_missing(name, root, ds["download"])
-            if missing:
-                raise ConfigError(f"config key 'dataset.download': false, and {name} files are missing: {missing}")
+        if check_files:
+            check_data_files(ds)
     if not has_test:
         pool -= round(pool * TEST_FRACTION)
     n_val = round(pool * ds["val_fraction"])
@@ -112,6 +111,17 @@ def dataset_sizes(ds: dict) -> tuple[tuple[int, int, int], int, int, int]:
     if ds["max_train"] is not None:
         n_train = min(n_train, ds["max_train"])
     return in_shape, classes, n_train, n_val
+
+
+def check_data_files(ds: dict) -> None:
+    """ConfigError when `download` is off and the files of dataset `ds` (not digits, not an image folder) are
+    missing: one line naming the first missing file, the folders looked in and the fixes."""
+    name = ds["name"]
+    if name in ("digits", "imagefolder") or ds["download"]:
+        return
+    missing = _data_missing(name, Path(ds["data_root"]), ds["download"])
+    if missing:
+        raise ConfigError(f"config key 'dataset.download': false, and {name} files are missing: {missing}")
 
 
 def check_sizes(cfg: dict, classes: int, n_train: int, n_val: int) -> None:

@@ -21,10 +21,11 @@ import torch
 from prunelab.io import save_json
 from prunelab.measure.deploy import compile_problem
 from prunelab.models import pick_device
+from prunelab.numerics import machine_info
 from prunelab.records import config_hash, empty_record, git_commit, source_hash
 from prunelab.settings import (FinetuneSettings, GradualSettings, LatencySettings, PruneSettings, StatsSettings,
                                TrainSettings)
-from prunelab.tracking import LiveRun, job_id, write_run_file
+from prunelab.tracking import LiveRun, job_id, now_ms, write_run_file
 
 log = logging.getLogger("prunelab")
 # The per-epoch keys prunelab.training.train_model logs itself.
@@ -152,6 +153,7 @@ class Job:
         self.parent = job_id(parent_rule, parent_wildcards) if parent_wildcards else None
         self.history: list[dict] = []
         self.t0 = time.perf_counter()
+        self.start_ms = now_ms()
         torch.set_num_threads(max(1, int(threads)))
         tracking = read_tracking_settings(params.get("tracking_file"))
         self.live = None
@@ -179,8 +181,9 @@ class Job:
         return {k: v for k, v in self.params.items() if k not in ("tracking_file", "runtime_file", "threads")}
 
     def on_epoch(self, record: dict) -> None:
-        """Per-epoch callback for training loops: kept for run.json, sent to MLflow in live mode."""
-        self.history.append(record)
+        """Per-epoch callback for training loops: kept for run.json with its time (`time_ms`, the timestamp of
+        the epoch's metrics in MLflow), sent to MLflow in live mode."""
+        self.history.append({**record, "time_ms": now_ms()})
         extra = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k not in EPOCH_KEYS}
         if extra:  # train_model logs the standard keys; loops that add their own (gradual pruning) are logged here
             log.info("epoch %s: %s", record.get("epoch"), extra)
@@ -205,7 +208,8 @@ class Job:
         if record.get("wall_s") is None:
             record["wall_s"] = time.perf_counter() - self.t0
         save_json(record, metrics_path)
-        write_run_file(self.out_dir, self.rule, self.wildcards, self.job_params(), self.parent, self.history)
+        write_run_file(self.out_dir, self.rule, self.wildcards, self.job_params(), self.parent, self.history,
+                       times=(self.start_ms, now_ms()), machine=machine_info())
         if self.live is not None:
             self.live.finish()
         log.info("job finished: %s", {k: record[k] for k in ("stage", "top1_val", "top1_test") if k in record})

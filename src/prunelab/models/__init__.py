@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import numbers
+import warnings
 from typing import Callable
 
 import torch
@@ -102,13 +104,49 @@ def architecture(model: nn.Module, arch: dict) -> dict:
     return out
 
 
+def cuda_problem() -> str | None:
+    """Why torch cannot use a GPU here (one line: its build, and torch's own complaint such as a driver too old
+    for its CUDA), or None when it can."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA"
+    said = " ".join(" ".join(str(w.message) for w in caught).split())
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but can use no GPU here ("
+            + (said or "no NVIDIA driver or GPU, or CUDA_VISIBLE_DEVICES hides them") + ")")
+
+
+def cpu_fallback_note() -> str | None:
+    """The one line `device: auto` owes the user when it falls back to the CPU although torch is built for CUDA
+    (a driver too old for the locked CUDA wheels would otherwise train on the CPU for days, silently); None when
+    a GPU is usable or torch is a CPU build."""
+    if torch.version.cuda is None:
+        return None
+    problem = cuda_problem()
+    return f"device auto runs every job on the CPU: {problem}" if problem else None
+
+
+_said_fallback = False
+
+
 def pick_device(preference: str) -> torch.device:
-    """The config's `device`: 'auto' → CUDA when present, else CPU; 'cpu' / 'cuda' force one (error if CUDA is
-    asked but absent)."""
+    """The config's `device`: 'auto' → CUDA when torch can use a GPU, else the CPU (logged once per process when
+    torch is built for CUDA: `cpu_fallback_note`); 'cpu' / 'cuda' force one (error if CUDA is asked but unusable)."""
+    global _said_fallback
     if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        note = None if _said_fallback else cpu_fallback_note()
+        if note:
+            logging.getLogger("prunelab").warning(note)
+            _said_fallback = True
+        return torch.device("cpu")
+    if preference == "cuda":
+        problem = cuda_problem()
+        if problem:
+            raise RuntimeError(f"config asks for device 'cuda', but {problem}; to try on the CPU: --config device=cpu")
     return torch.device(preference)
 
 
@@ -155,5 +193,5 @@ from . import cnn, lenet, mlp, resnet, vgg  # noqa: E402,F401
 
 __all__ = [
     "MODELS", "Add", "ShortcutA", "architecture", "architecture_for", "build_model", "classifier_name", "init_weights",
-    "model_names", "pick_device", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
+    "model_names", "cpu_fallback_note", "cuda_problem", "pick_device", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
 ]
