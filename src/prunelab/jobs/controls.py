@@ -25,7 +25,8 @@ def train_gradual_job(smk) -> None:
     device = pick_device(p.device)
     data = load_prepared(smk.input.data)
     model, arch, info, result = train_gradual(data, p.arch, p.train, p.gradual, float(wc.ratio), int(wc.seed),
-                                              device, frs_cfg=p.frs, stats_cfg=p.stats, on_epoch=job.on_epoch)
+                                              device, frs_cfg=p.frs, stats_cfg=p.stats, on_epoch=job.on_epoch,
+                                              resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, arch, history=result.history, layer_kept=info["layer_kept"])
     dense = build_model(architecture_for(p.arch, data)).to(device)
     fields = fields_against(model, dense, data, device, p.latency)
@@ -48,7 +49,7 @@ def train_scratch_job(smk) -> None:
     pruned = load_torch(smk.input.pruned, what="pruned model checkpoint")  # only its architecture is used
     arch, epochs = pruned["arch"], p.train.epochs + p.finetune_epochs
     model, result = train_scratch(arch, data, p.train, epochs, int(wc.seed), device, p.regularizer,
-                                  on_epoch=job.on_epoch)
+                                  on_epoch=job.on_epoch, resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, arch, history=result.history)
     dense, _, _ = load_model(smk.input.dense, device)
     fields = fields_against(model, dense, data, device, p.latency)

@@ -80,6 +80,17 @@ class SGD:
                 d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
             p.add_(d, alpha=-lr)
 
+    def state_dict(self) -> dict:
+        """The momentum buffers (cloned; None for a parameter not stepped yet): what a resumed run needs."""
+        return {"buffers": [None if b is None else b.detach().clone() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back buffers from `state_dict` (onto each parameter's device)."""
+        buffers = state["buffers"]
+        if len(buffers) != len(self.params):
+            raise ValueError(f"optimizer state has {len(buffers)} momentum buffers for {len(self.params)} parameters")
+        self.buffers = [None if b is None else b.to(p.device) for b, p in zip(buffers, self.params)]
+
 
 def make_optimizer(model: nn.Module, cfg: TrainSettings | dict) -> SGD:
     """SGD over all trainable parameters (weight decay on all, as in the CIFAR ResNet recipes)."""
@@ -107,7 +118,7 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
                 after_step: Callable[[], None] | None = None,
                 extra_loss: Callable[[], torch.Tensor] | None = None,
                 before_epoch: Callable[[int, nn.Module], None] | None = None,
-                on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                on_epoch: Callable[[dict], None] | None = None, resume=None) -> TrainResult:
     """Train `model` in place on data['train'], validating on data['val'] every epoch.
 
     data: a prepared dataset (uint8 images, see prunelab.data). cfg: a `TrainSettings` (or a dict completed
@@ -117,6 +128,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     the cross-entropy (e.g. a pruning-aware regulariser, already scaled). before_epoch(epoch, model): called
     at the start of each epoch (gradual pruning). on_epoch(record): per-epoch record {epoch, lr, loss_train,
     top1_train, top1_val, loss_val}. With select='best_val' the model ends with the best-validation weights.
+    resume: a `prunelab.training.resume.ResumeState`: the run continues after the epoch it saved (if any) and
+    hands it every finished epoch's state.
     """
     cfg = TrainSettings.of(cfg)
     seed_everything(seed)
@@ -133,7 +146,12 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     result = TrainResult()
     best_state, best_val = None, -1.0
     t0 = time.perf_counter()
-    for epoch in range(epochs):
+    first = 0
+    saved = resume.restore(model, optimizer, gen, result) if resume is not None else None
+    if saved is not None:  # a rerun of a stopped job continues after the last epoch its resume state holds
+        first, best_state, best_val, done_s = saved
+        t0 -= done_s
+    for epoch in range(first, epochs):
         if before_epoch is not None:
             before_epoch(epoch, model)
         for group in optimizer.param_groups:
@@ -172,6 +190,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
             best_val, result.best_epoch = val["top1"], epoch + 1
             if cfg.select == "best_val":
                 best_state = copy.deepcopy(model.state_dict())
+        if resume is not None:
+            resume.epoch_end(epoch + 1, model, optimizer, gen, result, best_state, best_val, time.perf_counter() - t0)
     if best_state is not None and cfg.select == "best_val":
         model.load_state_dict(best_state)
     result.best_top1_val = best_val
@@ -199,12 +219,13 @@ def log_epoch(record: dict, epochs: int, elapsed_s: float) -> None:
 
 
 def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: torch.device,
-                   regularizer_cfg: dict | None = None, on_epoch=None):
+                   regularizer_cfg: dict | None = None, on_epoch=None, resume=None):
     """Train a dense model from scratch → (model, arch, result). regularizer_cfg (regime 'pat'):
-    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit)."""
+    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit). resume: see train_model."""
     arch = architecture_for(spec, data)
     seed_everything(seed)
     model = place(build_model(arch), device)
     with regularizer_loss(model, regularizer_cfg) as extra_loss:
-        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
+        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch,
+                             resume=resume)
     return model, arch, result
