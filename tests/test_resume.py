@@ -1,9 +1,10 @@
 """Resume state of training jobs (prunelab.training.resume, prunelab.jobs.Job.resume_state): a stopped run continues
 where it stopped and ends with the weights and metrics of a run that never stopped, bit for bit on CPU.
 
-The references are uninterrupted runs of the same code: in process for the library hooks, a fresh workflow folder
-for the jobs Snakemake runs (SIGKILL, the way a lost node or the OOM killer ends a job), a subprocess for SIGTERM
-(what SLURM sends at a time limit).
+The references are uninterrupted runs of the same code: in process for the library hooks and for the jobs stopped
+by SIGTERM (what SLURM sends at a time limit; the jobs run in a subprocess), and the same job under another name in
+the same workflow run for the jobs Snakemake runs and the test SIGKILLs (the way a lost node or the OOM killer ends
+a job). tests/test_cluster.py runs a job past its SLURM time limit.
 """
 from __future__ import annotations
 
@@ -51,10 +52,6 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[k], sb[k]), f"{k} differs"
 
 
-def without_timing(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if "wall" not in k} for r in history]
-
-
 @pytest.fixture(scope="module")
 def augmented(data):
     """The digits split with random crops on: the batch order and the crops both draw from train_model's generator."""
@@ -92,7 +89,23 @@ def test_written_by_minutes_and_only_a_new_epoch(augmented, tmp_path):
     assert state.write_snapshot() is None
     never = ResumeState(tmp_path / "never.pt", {"every_minutes": 60})
     train_baseline(augmented, CNN, {**TRAIN, "epochs": 2}, 0, torch.device("cpu"), resume=never)
-    assert not never.path.exists() and never.snapshot["epoch"] == 2   # kept in memory for a signal only
+    assert not never.path.exists()
+    assert never.snapshot is None or never.snapshot["epoch"] <= 2   # kept in memory, for a signal, once a second
+
+
+def test_memory_snapshots_once_a_second(augmented, tmp_path, monkeypatch):
+    """Between writes a snapshot is kept when KEEP_EVERY_S passed since the last one (for a signal to write)."""
+    import prunelab.training.resume as resume_module
+
+    clock = iter(range(0, 1000, 1))   # every call of time.monotonic: one second later
+    monkeypatch.setattr(resume_module.time, "monotonic", lambda: float(next(clock)))
+    state = ResumeState(tmp_path / "state.pt", {"every_minutes": 60})
+    train_baseline(augmented, CNN, {**TRAIN, "epochs": 2}, 0, torch.device("cpu"), resume=state)
+    assert state.snapshot["epoch"] == 2 and not state.path.exists()
+    monkeypatch.setattr(resume_module, "KEEP_EVERY_S", 1e9)
+    state = ResumeState(tmp_path / "state.pt", {"every_minutes": 60})
+    train_baseline(augmented, CNN, {**TRAIN, "epochs": 2}, 0, torch.device("cpu"), resume=state)
+    assert state.snapshot is None
 
 
 def test_gradual_resumes_bit_for_bit(data, tmp_path):
@@ -152,8 +165,15 @@ def test_state_is_keyed_by_config_inputs_and_code(tmp_path):
     # the runtime settings (device, latency timing, resume cadence) change nothing a job computes: same state
     same = _job(tmp_path, device="cuda", latency={"repeats": 9}, resume={"every_epochs": 1}).resume_state([data])
     assert same.path == first and first.exists()
-    other = _job(tmp_path, train={"epochs": 4}).resume_state([data]).path
+    job = _job(tmp_path, train={"epochs": 4})
+    other = job.resume_state([data]).path
     assert other != first and not first.exists(), "a state made with another config was kept"
+    other.write_bytes(b"state")
+    part = job.resume_state([data], part="round2").path   # a second training run of the same job: its own file
+    assert part.name == other.name.replace(".pt", "-round2.pt") and other.exists()
+    part.write_bytes(b"state")
+    job.finish(job.record(stage="baseline"), job.out_dir / "metrics.json")
+    assert not list(job.out_dir.glob("resume-*")), "finish left a resume state"
     other.write_bytes(b"state")
     data.write_bytes(b"y" * 11)                         # prepare_data ran again
     assert _job(tmp_path, train={"epochs": 4}).resume_state([data]).path != other and not other.exists()
@@ -173,6 +193,7 @@ from prunelab.models import architecture_for, build_model
 from prunelab.training import seed_everything, train_model
 import prunelab.training.resume as resume_module
 
+resume_module.KEEP_EVERY_S = 0   # a snapshot every epoch: where a signal lands decides what it writes
 out, mode, cnn, train = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 data = prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
 data["augment"] = {"crop_padding": 1, "hflip": False}

@@ -196,26 +196,29 @@ class Job:
         return {k: v for k, v in self.params.items()
                 if k not in ("tracking_file", "runtime_file", "threads", "resume")}
 
-    def resume_state(self, inputs) -> ResumeState:
+    def resume_state(self, inputs, part: str = "") -> ResumeState:
         """The resume state of this job's training (prunelab.training.resume), to hand to the training function.
 
         Its file lies beside the job's outputs (not one of them: Snakemake removes a killed job's outputs, the state
-        stays), named resume-<key>-<source hash>.pt; the key hashes the job's params (the runtime settings left
-        out), its wildcards and its input files (path, size, mtime), so a state made with another config, input or
-        code is never loaded; such stale states in the folder are deleted here. SIGTERM (a SLURM time limit or
-        preemption) and SIGINT make the job write the state at once and exit non-zero; `finish` removes it.
+        stays), named resume-<key>-<source hash>[-<part>].pt; the key hashes the job's params (the runtime settings
+        left out), its wildcards and its input files (path, size, mtime), so a state made with another config,
+        input or code is never loaded; such stale states in the folder are deleted here. `part` names one of
+        several training runs of a job (the rounds of an iterative schedule), each with its own state. SIGTERM (a
+        SLURM time limit or preemption) and SIGINT make the job write the state of the run under way at once and
+        exit non-zero; `finish` removes every part.
         """
         files = [Path(f) for f in inputs]
         key = config_hash({"params": {k: v for k, v in self.job_params().items() if k not in RUNTIME_KEYS},
                            "wildcards": self.wildcards, "rule": self.rule,
                            "inputs": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]})
-        path = self.out_dir / f"resume-{key}-{source_hash()}.pt"
+        prefix = f"resume-{key}-{source_hash()}"
         for stale in self.out_dir.glob("resume-*.pt"):
-            if stale != path:
+            if not stale.name.startswith(prefix):
                 log.info("deleting resume state %s: made with another config, input or code", stale.name)
                 stale.unlink(missing_ok=True)
+        path = self.out_dir / (f"{prefix}-{part}.pt" if part else f"{prefix}.pt")
         self.resume = ResumeState(path, ResumeSettings.from_config(self.params.get("resume")))
-        self.resume.register("job_history", lambda: [dict(r) for r in self.history], self._restore_history)
+        self.resume.register("job_history", lambda: list(self.history), self._restore_history)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_on_signal)
         return self.resume
@@ -275,7 +278,8 @@ class Job:
         if self.resume is not None:  # the job is complete: nothing to resume any more
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
-            self.resume.remove()
+            for state in self.out_dir.glob("resume-*.pt"):
+                state.unlink(missing_ok=True)
         if self.live is not None:
             self.live.finish()
         log.info("job finished: %s", {k: record[k] for k in ("stage", "top1_val", "top1_test") if k in record})
