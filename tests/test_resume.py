@@ -143,6 +143,17 @@ def test_unusable_state_starts_from_epoch_zero(augmented, tmp_path, caplog):
     assert other.read() is None
 
 
+def test_settings_are_the_schemas():
+    """ResumeSettings from nothing equal what the workflow fills in; a bad value is refused naming its key."""
+    from prunelab.settings import ResumeSettings
+    from test_settings import snakemake_filled
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    assert ResumeSettings.of({}).as_dict() == snakemake_filled(cfg)["resume"]
+    with pytest.raises(ValueError, match="resume.every_epochs"):
+        ResumeSettings.of({"every_epochs": 0})
+
+
 # ------------------------------------------------------------------------------------------------- the key
 
 def _job(tmp_path: Path, **params) -> Job:
