@@ -8,7 +8,8 @@ No default is written a second time in Python.
 
     TrainSettings.of({"epochs": 2})                 # baseline recipe, checked against the schema
     TrainSettings.of(cfg["finetune"], "finetune")   # fine-tuning recipe (its own epochs and lr defaults)
-    PruneSettings.of({"round_to": 8}); LatencySettings.of(cfg["latency"]); StatsSettings; GradualSettings
+    PruneSettings.of({"round_to": 8}); LatencySettings.of(cfg["latency"]); StatsSettings; GradualSettings;
+    ResumeSettings
 
 A dict is checked against the schema (ValueError naming `section.key`), so a notebook gets the workflow's
 errors too; a job builds its settings with `from_config` from the config Snakemake has validated already.
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +246,35 @@ def rounded_up(kept: int, units: int, round_to: int) -> int:
     """A layer's kept units raised to the smallest multiple of `round_to` at least `kept`, capped at all its
     `units` (prune.round_to)."""
     return min(units, -(-kept // round_to) * round_to)
+
+
+@dataclass(frozen=True)
+class ResumeSettings(_Settings):
+    """Section `resume`: when a training job writes its resume state (prunelab.training.resume)."""
+
+    SECTION = "resume"
+    every_minutes: float        # at the first epoch end this many minutes after the last write
+    every_epochs: int | None    # and every this many epochs (None: by time only)
+
+
+# Settings that cannot change a model's weights (device, latency timing, resume cadence) and where tracking goes:
+# not rule params, so changing them reruns nothing, and not written by an `onstart` handler, which does not run when
+# the workflow is imported as a Snakemake module. Every Snakemake process that parses the workflow (the main one,
+# each job's own, an importing workflow) computes them from its config and puts them in its environment, which the
+# jobs it starts inherit; keyed by experiment, so two imported experiments do not mix.
+RUNTIME_ENV = "PRUNELAB_RUNTIME"
+
+
+def publish_runtime(experiment: str, settings: dict) -> None:
+    """Workflow side: `settings` (JSON-serialisable) of `experiment` into this process's environment."""
+    published = json.loads(os.environ.get(RUNTIME_ENV) or "{}")
+    published[experiment] = settings
+    os.environ[RUNTIME_ENV] = json.dumps(published, sort_keys=True)
+
+
+def published_runtime(experiment: str) -> dict | None:
+    """Job side: the settings the workflow published for `experiment`, or None outside a workflow run."""
+    return json.loads(os.environ.get(RUNTIME_ENV) or "{}").get(experiment)
 
 
 def method_defaults(name: str) -> dict | None:

@@ -1,5 +1,6 @@
 # Helpers, config loading and validation, kernel pinning and wildcard constraints shared by every rule file.
 import json
+import os
 import re
 from pathlib import Path
 
@@ -83,7 +84,7 @@ from prunelab.methods.variants import (  # noqa: E402
     select_variants,
 )
 from prunelab.models import cpu_fallback_note  # noqa: E402
-from prunelab.settings import method_defaults, recipe as settings_recipe  # noqa: E402
+from prunelab.settings import method_defaults, publish_runtime, recipe as settings_recipe  # noqa: E402
 
 # A dry run plans without data files or a GPU: what a real run would stop on is said, not raised.
 DRY_RUN = workflow.output_settings.dryrun
@@ -129,9 +130,27 @@ METHODS = list(METHOD_VARIANTS)
 DATASET = config["dataset"]["name"]
 DATA_FILE = f"{R}/data/{DATASET}.pt"
 TRACKING_FILE = f"{R}/tracking.json"
-# Settings that cannot change weights (device, latency timing): written by onstart, read by the jobs; not a param,
-# so changing them reruns nothing (prunelab.jobs.resolved_params).
+# Settings that cannot change weights (device, latency timing, resume cadence) and where tracking goes: not params,
+# so changing them reruns nothing. Computed here, in every Snakemake process that parses the workflow (the main one,
+# a job's own, a workflow importing this one as a module), and put in the process's environment, which its jobs
+# inherit (prunelab.settings.publish_runtime; read by prunelab.jobs.resolved_params). onstart also writes them to
+# these files, a record of what the last run started with.
 RUNTIME_FILE = f"{R}/runtime.json"
+
+
+def tracking_settings():
+    """{mode, uri, experiment}: $PRUNELAB_TRACKING_URI, else tracking.uri, else results/mlflow.db (SQLite)."""
+    uri = (
+        os.environ.get("PRUNELAB_TRACKING_URI")
+        or config["tracking"]["uri"]
+        or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+    )
+    return {"mode": config["tracking"]["mode"], "uri": uri, "experiment": EXP}
+
+
+RUNTIME = {k: config[k] for k in ("device", "latency", "resume")}
+TRACKING = tracking_settings()
+publish_runtime(EXP, {"runtime": RUNTIME, "tracking": TRACKING})
 
 
 def fmt_ratio(r):
@@ -427,27 +446,17 @@ def job_resources():
 
 
 def init_tracking_once():
-    """Main process only (onstart): write the tracking and runtime settings, create the MLflow database/experiment."""
-    import os
-
-    mode = config["tracking"]["mode"]
-    results_root = Path("results").resolve()
-    uri = (
-        os.environ.get("PRUNELAB_TRACKING_URI")
-        or config["tracking"]["uri"]
-        or f"sqlite:///{results_root / 'mlflow.db'}"
-    )
+    """Main process only (onstart): record the tracking and runtime settings, create the MLflow database/experiment."""
     Path(R).mkdir(parents=True, exist_ok=True)
-    settings = {"mode": mode, "uri": uri, "experiment": EXP}
-    Path(TRACKING_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-    runtime = {"device": config["device"], "latency": config["latency"]}
-    Path(RUNTIME_FILE).write_text(json.dumps(runtime, indent=2) + "\n")
-    if mode == "live":
+    Path(TRACKING_FILE).write_text(json.dumps(TRACKING, indent=2) + "\n")
+    Path(RUNTIME_FILE).write_text(json.dumps(RUNTIME, indent=2) + "\n")
+    uri = TRACKING["uri"]
+    if TRACKING["mode"] == "live":
         from snakemake.logging import logger
         from prunelab.tracking import init_tracking
 
         try:
-            init_tracking(uri, EXP, results_root / "mlartifacts")
+            init_tracking(uri, EXP, Path("results").resolve() / "mlartifacts")
         except Exception as exc:  # a tracking outage never stops the results
             logger.warning(
                 f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}: {exc}); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -23,13 +24,16 @@ from prunelab.measure.deploy import compile_problem
 from prunelab.models import pick_device
 from prunelab.numerics import machine_info
 from prunelab.records import config_hash, empty_record, git_commit, source_hash
-from prunelab.settings import (FinetuneSettings, GradualSettings, LatencySettings, PruneSettings, StatsSettings,
-                               TrainSettings)
+from prunelab.settings import (RUNTIME_ENV, FinetuneSettings, GradualSettings, LatencySettings, PruneSettings,
+                               ResumeSettings, StatsSettings, TrainSettings, published_runtime)
 from prunelab.tracking import LiveRun, job_id, now_ms, write_run_file
+from prunelab.training.resume import ResumeState
 
 log = logging.getLogger("prunelab")
 # The per-epoch keys prunelab.training.train_model logs itself.
 EPOCH_KEYS = ("epoch", "lr", "loss_train", "top1_train", "top1_val", "loss_val")
+# Runtime settings (the workflow's, see prunelab.settings.RUNTIME_ENV): they cannot change a model's weights.
+RUNTIME_KEYS = ("device", "latency", "resume")
 
 
 def setup_logging(log_file: str | Path | None) -> None:
@@ -69,29 +73,40 @@ def _log_uncaught(exc_type, exc, tb) -> None:
         sys.__excepthook__(exc_type, exc, tb)
 
 
-def read_tracking_settings(path: str | Path | None) -> dict:
-    """Tracking settings written once by the workflow's onstart ({mode, uri, experiment}); deferred if absent."""
+def read_tracking_settings(path: str | Path | None, experiment: str | None = None) -> dict:
+    """Where the job's MLflow runs go ({mode, uri, experiment}): what the workflow published for `experiment` in
+    the environment (prunelab.settings.RUNTIME_ENV), else the file the main workflow's onstart writes
+    (results/{exp}/tracking.json); deferred if neither exists."""
+    published = published_runtime(experiment) if experiment else None
+    if published is not None:
+        return published["tracking"]
     if path and Path(path).exists():
         return json.loads(Path(path).read_text())
     return {"mode": "deferred"}
 
 
-def read_runtime_settings(path: str | Path) -> dict:
-    """Settings that cannot change a model's weights ({device, latency}), written once by the workflow's onstart
-    into results/{exp}/runtime.json: not a rule param or input, so changing them reruns no job."""
+def read_runtime_settings(path: str | Path, experiment: str | None = None) -> dict:
+    """Settings that cannot change a model's weights ({device, latency, resume}), not rule params or inputs, so
+    changing them reruns no job: what the workflow published for `experiment` in the job's environment (every
+    Snakemake process that parses the workflow does, a module import too; prunelab.settings.RUNTIME_ENV), else the
+    file the main workflow's onstart writes (results/{exp}/runtime.json)."""
+    published = published_runtime(experiment) if experiment else None
+    if published is not None:
+        return published["runtime"]
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"runtime settings file {path} does not exist; snakemake writes it when a run "
-                                "starts (onstart): run the job through snakemake")
+        raise FileNotFoundError(f"runtime settings of experiment {experiment!r} are not in the environment "
+                                f"(${RUNTIME_ENV}) and the file {path} does not exist; both come from snakemake "
+                                "when it parses the workflow and starts a run: run the job through snakemake")
     return json.loads(path.read_text())
 
 
 def resolved_params(smk) -> dict:
-    """The rule's params plus the runtime settings (device, latency) when the rule passes `runtime_file`;
+    """The rule's params plus the runtime settings (device, latency, resume) when the rule passes `runtime_file`;
     a rule param of the same name wins."""
     params = dict(smk.params.items())
     if params.get("runtime_file"):
-        params = {**read_runtime_settings(params["runtime_file"]), **params}
+        params = {**read_runtime_settings(params["runtime_file"], params.get("experiment")), **params}
     return params
 
 
@@ -152,10 +167,11 @@ class Job:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.parent = job_id(parent_rule, parent_wildcards) if parent_wildcards else None
         self.history: list[dict] = []
+        self.resume: ResumeState | None = None
         self.t0 = time.perf_counter()
         self.start_ms = now_ms()
         torch.set_num_threads(max(1, int(threads)))
-        tracking = read_tracking_settings(params.get("tracking_file"))
+        tracking = read_tracking_settings(params.get("tracking_file"), params.get("experiment"))
         self.live = None
         if tracking.get("mode") == "live":
             self.live = LiveRun(tracking["uri"], tracking["experiment"], self.out_dir, rule, self.wildcards,
@@ -177,8 +193,61 @@ class Job:
         return cls(rule or smk.rule, wildcards, params, out_dir, log_file, threads=smk.threads, **kw)
 
     def job_params(self) -> dict:
-        """The resolved config this job used (runtime settings included), without file paths and threads."""
-        return {k: v for k, v in self.params.items() if k not in ("tracking_file", "runtime_file", "threads")}
+        """The resolved config this job used (runtime settings included), without file paths, threads and the
+        resume cadence (which changes nothing a job records)."""
+        return {k: v for k, v in self.params.items()
+                if k not in ("tracking_file", "runtime_file", "threads", "resume")}
+
+    def resume_state(self, inputs, part: str = "") -> ResumeState:
+        """The resume state of this job's training (prunelab.training.resume), to hand to the training function.
+
+        Its file lies beside the job's outputs (not one of them: Snakemake removes a killed job's outputs, the state
+        stays), named resume-<key>-<source hash>[-<part>].pt; the key hashes the job's params (the runtime settings
+        left out), its wildcards and its input files (path, size, mtime), so a state made with another config,
+        input or code is never loaded; such stale states in the folder are deleted here. `part` names one of
+        several training runs of a job (the rounds of an iterative schedule), each with its own state. SIGTERM (a
+        SLURM time limit or preemption) and SIGINT make the job write the state of the run under way at once and
+        exit non-zero; `finish` removes every part.
+        """
+        files = [Path(f) for f in inputs]
+        key = config_hash({"params": {k: v for k, v in self.job_params().items() if k not in RUNTIME_KEYS},
+                           "wildcards": self.wildcards, "rule": self.rule,
+                           "inputs": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]})
+        prefix = f"resume-{key}-{source_hash()}"
+        for stale in self.out_dir.glob("resume-*.pt"):
+            if not stale.name.startswith(prefix):
+                log.info("deleting resume state %s: made with another config, input or code", stale.name)
+                stale.unlink(missing_ok=True)
+        path = self.out_dir / (f"{prefix}-{part}.pt" if part else f"{prefix}.pt")
+        self.resume = ResumeState(path, ResumeSettings.from_config(self.params.get("resume")))
+        self.resume.register("job_history", lambda: list(self.history), self._restore_history)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop_on_signal)
+        return self.resume
+
+    def _restore_history(self, history: list[dict]) -> None:
+        """A resumed run's earlier epochs: kept for run.json, and logged again to a live run (a new MLflow run)."""
+        self.history = [dict(r) for r in history]
+        if self.live is not None:
+            for record in self.history:
+                self.live.log_epoch(record)
+
+    def _stop_on_signal(self, signum, frame) -> None:
+        """SIGTERM/SIGINT while training: write the last finished epoch's resume state, exit 128 + signum."""
+        if self.resume.writing:  # the state is being written: exit when that write ends
+            self.resume.after_write = lambda: self._stop_on_signal(signum, frame)
+            return
+        self.resume.write_snapshot()
+        name = signal.Signals(signum).name
+        if self.resume.written_epoch:
+            log.warning("%s: stopping; the resume state holds epoch %d (%s): a rerun of this job continues from "
+                        "there", name, self.resume.written_epoch, self.resume.path.name)
+        else:
+            log.warning("%s: stopping before the first epoch ended: nothing to resume from", name)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
 
     def on_epoch(self, record: dict) -> None:
         """Per-epoch callback for training loops: kept for run.json with its time (`time_ms`, the timestamp of
@@ -210,6 +279,11 @@ class Job:
         save_json(record, metrics_path)
         write_run_file(self.out_dir, self.rule, self.wildcards, self.job_params(), self.parent, self.history,
                        times=(self.start_ms, now_ms()), machine=machine_info())
+        if self.resume is not None:  # the job is complete: nothing to resume any more
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+            for state in self.out_dir.glob("resume-*.pt"):
+                state.unlink(missing_ok=True)
         if self.live is not None:
             self.live.finish()
         log.info("job finished: %s", {k: record[k] for k in ("stage", "top1_val", "top1_test") if k in record})

@@ -28,7 +28,7 @@ def train_baseline_job(smk) -> None:
     data = load_prepared(smk.input.data)
     device = pick_device(p.device)
     model, arch, result = train_baseline(data, p.arch, p.train, int(smk.wildcards.seed), device, p.regularizer,
-                                         on_epoch=job.on_epoch)
+                                         on_epoch=job.on_epoch, resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, arch, history=result.history, steps_total=result.steps)
     fields = model_fields(model, data, dense_summary(model, data["in_shape"]), device, p.latency)
     job.finish(job.record(stage="baseline", epochs=p.train.epochs, best_epoch=result.best_epoch,

@@ -25,7 +25,8 @@ def train_gradual_job(smk) -> None:
     device = pick_device(p.device)
     data = load_prepared(smk.input.data)
     model, arch, info, result = train_gradual(data, p.arch, p.train, p.gradual, float(wc.ratio), int(wc.seed),
-                                              device, frs_cfg=p.frs, stats_cfg=p.stats, on_epoch=job.on_epoch)
+                                              device, frs_cfg=p.frs, stats_cfg=p.stats, on_epoch=job.on_epoch,
+                                              resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, arch, history=result.history, layer_kept=info["layer_kept"])
     dense = build_model(architecture_for(p.arch, data)).to(device)
     fields = fields_against(model, dense, data, device, p.latency)
@@ -53,7 +54,7 @@ def train_scratch_job(smk) -> None:
     steps = scratch_steps(p.scratch_budget, baseline_steps, p.finetune, n_train)
     arch = pruned["arch"]
     model, result = train_scratch(arch, data, p.train, steps, int(wc.seed), device, p.regularizer,
-                                  on_epoch=job.on_epoch)
+                                  on_epoch=job.on_epoch, resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, arch, history=result.history, steps_total=result.steps)
     fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None,

@@ -4,12 +4,11 @@ Snakemake's `snakemake` object, duck-typed)."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
 from prunelab.io import load_json, save_json
-from prunelab.jobs import start_script
+from prunelab.jobs import read_tracking_settings, start_script
 from prunelab.pruning.space import CSV_COLUMNS, csv_row, summarize_space
 from prunelab.tracking import sync_results
 
@@ -35,9 +34,8 @@ def space_summary_job(smk) -> None:
 def track_job(smk) -> None:
     """Rule track (deferred mode): log every finished job to MLflow in this one process; idempotent."""
     start_script(smk)
-    with open(smk.params.tracking_file) as fh:
-        settings = json.load(fh)
     results_dir = Path(smk.output[0]).parent.parent  # results/{exp}/tracking/synced.json
+    settings = read_tracking_settings(smk.params.tracking_file, results_dir.name)
     counts = sync_results(results_dir, settings["uri"], settings["experiment"])
     save_json({"uri": settings["uri"], "experiment": settings["experiment"], **counts}, smk.output[0])
     log.info("track: %d finished jobs in %s -> MLflow experiment %r at %s: %d runs logged (%d replacing an outdated "

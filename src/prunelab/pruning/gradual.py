@@ -228,6 +228,17 @@ class GradualFRS:
     def after_step(self) -> None:
         self.keeper.apply()
 
+    def state(self) -> dict:
+        """What a resumed run needs back (prunelab.training.resume): the channels pruned so far, the steps taken."""
+        return {"keep": {n: k.detach().cpu().clone() for n, k in self.keeper.keep.items()},
+                "steps": [dict(s) for s in self.steps]}
+
+    def load_state(self, state: dict) -> None:
+        """Put back what `state` returned (the masks in place: the keeper's gradient hooks hold them)."""
+        for name, keep in state["keep"].items():
+            self.keeper.keep[name].copy_(keep)
+        self.steps = [dict(s) for s in state["steps"]]
+
     def finish(self, model: nn.Module, arch: dict, tol: float = 1e-4):
         """Remove the masked channels physically (a copy) → (pruned, new_arch, info); the pruned model must
         give the masked model's logits (EquivalenceError otherwise)."""
@@ -251,12 +262,13 @@ class GradualFRS:
 
 def train_gradual(data: dict, spec: dict, train_cfg: TrainSettings | dict, gradual_cfg: GradualSettings | dict,
                   ratio: float, seed: int, device, frs_cfg: dict | None = None,
-                  stats_cfg: StatsSettings | dict | None = None, on_epoch=None):
+                  stats_cfg: StatsSettings | dict | None = None, on_epoch=None, resume=None):
     """Gradual FRS from random init → (pruned model, new arch, info, TrainResult).
 
     spec: config arch entry {name, options}; train_cfg: the normal schedule (its epochs include the
     fine-tuning). The TrainResult's wall_s is the whole run (training + scoring steps); best epoch and
     top1_val are chosen among the epochs after the last pruning step (select='best_val'), else the last.
+    resume: a `ResumeState` (see train_model); the masks, the steps taken and the best epoch so far go with it.
     """
     train_cfg = TrainSettings.of(train_cfg)
     arch = architecture_for(spec, data)
@@ -274,8 +286,11 @@ def train_gradual(data: dict, spec: dict, train_cfg: TrainSettings | dict, gradu
         if on_epoch is not None:
             on_epoch(rec)
 
+    if resume is not None:
+        resume.register("gradual", pruner.state, pruner.load_state)
+        resume.register("gradual_best", lambda: dict(best), best.update)
     result = train_model(model, data, train_cfg.replace(select="last"), device, seed, after_step=pruner.after_step,
-                         before_epoch=pruner.before_epoch, on_epoch=record)
+                         before_epoch=pruner.before_epoch, on_epoch=record, resume=resume)
     if train_cfg.select == "best_val":
         model.load_state_dict(best["state"])
         result.best_epoch, result.best_top1_val = best["epoch"], best["top1_val"]
@@ -297,14 +312,14 @@ def scratch_model(arch: dict, seed: int) -> nn.Module:
 
 
 def train_scratch(arch: dict, data: dict, train_cfg: dict, steps: int, seed: int, device,
-                  regularizer_cfg: dict | None = None, on_epoch=None) -> tuple[nn.Module, TrainResult]:
+                  regularizer_cfg: dict | None = None, on_epoch=None, resume=None) -> tuple[nn.Module, TrainResult]:
     """Train `scratch_model(arch, seed)` with the baseline recipe `train_cfg` for `steps` optimiser steps
     (`schedules.scratch_steps`; the schedule spans the epochs they need, the last one cut short);
-    regularizer_cfg {kind, beta} as the regime's baseline (None: standard)."""
+    regularizer_cfg {kind, beta} as the regime's baseline (None: standard). resume: see train_model."""
     cfg = TrainSettings.of(train_cfg)
     epochs = -(-int(steps) // cfg.epoch_steps(len(data["train"]["y"])))
     model = place(scratch_model(arch, seed), device)
     with regularizer_loss(model, regularizer_cfg) as extra_loss:
         result = train_model(model, data, cfg.replace(epochs=epochs), device, seed, extra_loss=extra_loss,
-                             on_epoch=on_epoch, max_steps=int(steps))
+                             on_epoch=on_epoch, max_steps=int(steps), resume=resume)
     return model, result

@@ -92,6 +92,17 @@ class SGD:
                 d = d.add(buf, alpha=self.momentum) if self.nesterov else buf
             p.add_(d, alpha=-lr)
 
+    def state_dict(self) -> dict:
+        """The momentum buffers (cloned; None for a parameter not stepped yet): what a resumed run needs."""
+        return {"buffers": [None if b is None else b.detach().clone() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back buffers from `state_dict` (onto each parameter's device)."""
+        buffers = state["buffers"]
+        if len(buffers) != len(self.params):
+            raise ValueError(f"optimizer state has {len(buffers)} momentum buffers for {len(self.params)} parameters")
+        self.buffers = [None if b is None else b.to(p.device) for b, p in zip(buffers, self.params)]
+
 
 def make_optimizer(model: nn.Module, cfg: TrainSettings | dict) -> SGD:
     """SGD over all trainable parameters (weight decay on all, as in the CIFAR ResNet recipes)."""
@@ -120,7 +131,7 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
                 extra_loss: Callable[[], torch.Tensor] | None = None,
                 before_epoch: Callable[[int, nn.Module], None] | None = None,
                 on_epoch: Callable[[dict], None] | None = None, snapshot_epochs=(),
-                max_steps: int | None = None) -> TrainResult:
+                max_steps: int | None = None, resume=None) -> TrainResult:
     """Train `model` in place on data['train'], validating on data['val'] every epoch.
 
     data: a prepared dataset (uint8 images, see prunelab.data). cfg: a `TrainSettings` (or a dict completed
@@ -133,6 +144,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     snapshot_epochs: 1-based epochs after which the model selected so far (best on validation up to then, or the
     current one with select='last') is kept in result.snapshots (fine-tuning budgets read from one run).
     max_steps: stop after this many optimiser steps (the last epoch may be cut short; its validation still runs).
+    resume: a `prunelab.training.resume.ResumeState`: the run continues after the epoch it saved (if any) and
+    hands it every finished epoch's state.
     """
     cfg = TrainSettings.of(cfg)
     seed_everything(seed)
@@ -149,7 +162,13 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
     result = TrainResult()
     best_state, best_val = None, -1.0
     t0 = time.perf_counter()
-    for epoch in range(epochs):
+    first = 0
+    saved = resume.restore(model, optimizer, gen, result) if resume is not None else None
+    if saved is not None:  # a rerun of a stopped job continues after the last epoch its resume state holds
+        first, best_state, best_val, done_s = saved
+        t0 -= done_s
+        result.snapshots = {e: Snapshot(**s) for e, s in result.snapshots.items()}
+    for epoch in range(first, epochs):
         if max_steps is not None and result.steps >= max_steps:
             break
         if before_epoch is not None:
@@ -198,6 +217,8 @@ def train_model(model: nn.Module, data: dict, cfg: TrainSettings | dict, device:
                 (epoch + 1, val["top1"], model.state_dict())
             result.snapshots[epoch + 1] = Snapshot(chosen[0], chosen[1],
                                                    {k: v.detach().to("cpu", copy=True) for k, v in chosen[2].items()})
+        if resume is not None:
+            resume.epoch_end(epoch + 1, model, optimizer, gen, result, best_state, best_val, time.perf_counter() - t0)
     if best_state is not None and cfg.select == "best_val":
         model.load_state_dict(best_state)
     result.best_top1_val = best_val
@@ -225,12 +246,13 @@ def log_epoch(record: dict, epochs: int, elapsed_s: float) -> None:
 
 
 def train_baseline(data: dict, spec: dict, train_cfg: dict, seed: int, device: torch.device,
-                   regularizer_cfg: dict | None = None, on_epoch=None):
+                   regularizer_cfg: dict | None = None, on_epoch=None, resume=None):
     """Train a dense model from scratch → (model, arch, result). regularizer_cfg (regime 'pat'):
-    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit)."""
+    {kind, beta}: β·R added to the loss (β = 0 gives standard training bit for bit). resume: see train_model."""
     arch = architecture_for(spec, data)
     seed_everything(seed)
     model = place(build_model(arch), device)
     with regularizer_loss(model, regularizer_cfg) as extra_loss:
-        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch)
+        result = train_model(model, data, train_cfg, device, seed, extra_loss=extra_loss, on_epoch=on_epoch,
+                             resume=resume)
     return model, arch, result
