@@ -8,6 +8,7 @@ a job). tests/test_cluster.py runs a job past its SLURM time limit.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -79,6 +80,30 @@ def test_train_model_resumes_bit_for_bit(augmented, tmp_path, caplog):
     assert_same_weights(model, ref)
     assert result.history == ref_result.history
     assert (result.best_epoch, result.best_top1_val) == (ref_result.best_epoch, ref_result.best_top1_val)
+
+
+def test_finetuning_with_budgets_resumes_bit_for_bit(augmented, tmp_path):
+    """Fine-tuning read at two budgets, stopped after epoch 3 of 4 and rerun: the final weights, the optimiser steps
+    and the smaller budget's selected model equal an uninterrupted run's (the budgets' snapshots are in the state)."""
+    from prunelab.pruning.schedules import finetune_budgets, finetune_model
+
+    cpu = torch.device("cpu")
+    dense, _, _ = train_baseline(augmented, CNN, {**TRAIN, "epochs": 2}, 0, cpu)
+    ft = {"epochs": 4, "steps_per_epoch": 3, "batch_size": 32, "lr": 0.05, "budgets": [6, 12]}
+    budgets = finetune_budgets(ft, {}, len(augmented["train"]["y"]))
+    ref = copy.deepcopy(dense)
+    ref_result = finetune_model(ref, None, augmented, ft, 4, cpu, 0, budgets=budgets)
+    path = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        finetune_model(copy.deepcopy(dense), None, augmented, ft, 4, cpu, 0, on_epoch=stop_at(4), budgets=budgets,
+                       resume=ResumeState(path, {"every_epochs": 1}))
+    model = copy.deepcopy(dense)
+    result = finetune_model(model, None, augmented, ft, 4, cpu, 0, budgets=budgets,
+                            resume=ResumeState(path, {"every_epochs": 1}))
+    assert_same_weights(model, ref)
+    assert result.steps == ref_result.steps == 12 and result.history == ref_result.history
+    assert result.snapshots[2].best_epoch == ref_result.snapshots[2].best_epoch
+    assert all(torch.equal(v, ref_result.snapshots[2].state[k]) for k, v in result.snapshots[2].state.items())
 
 
 def test_written_by_minutes_and_only_a_new_epoch(augmented, tmp_path):

@@ -80,7 +80,8 @@ def pruning_space_job(smk) -> None:
     counts, fractions = sample_counts(space, regime, sample_rng(p.space["seed"], regime, sample))
     model, new_arch, info = build_subnetwork(dense, arch, space, counts, x, p.space["init"], seed)
     before = test_fields(model, data, device)["top1_test"] if p.space["init"] == "inherit" else None
-    result = finetune_model(model, None, data, p.train, p.space["epochs"], device, seed, on_epoch=job.on_epoch)
+    result = finetune_model(model, None, data, p.train, p.space["epochs"], device, seed, on_epoch=job.on_epoch,
+                            resume=job.resume_state(smk.input))
     save_model(smk.output.model, model, new_arch, layer_kept=info["layer_kept"])
     fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="space", regime="standard", granularity="structured", space_regime=regime,

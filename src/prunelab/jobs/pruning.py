@@ -44,12 +44,11 @@ def prune_finetune_job(smk) -> None:
     data = load_prepared(smk.input.data)
     dense, arch, dense_ckpt = load_model(smk.input.model, device)
     scores = load_torch(smk.input.scores, what="score file")
-    rescore = None
-    if p.iterative:
-        rescore = rescorer(wc.method, p.method_config, data, StatsSettings.from_config(p.iterative["stats"]), seed,
-                           device)
+    rescore = rescorer(wc.method, p.method_config, data, StatsSettings.from_config(p.iterative["stats"]), seed,
+                       device) if p.iterative else None
     model, new_arch, masks, info = prune_model(dense, arch, scores, wc.granularity, ratio, data, p.prune, device,
-                                               seed, rescore=rescore, finetune=p.finetune, on_epoch=job.on_epoch)
+                                               seed, rescore=rescore, finetune=p.finetune, on_epoch=job.on_epoch,
+                                               resume_for=lambda k: job.resume_state(smk.input, part=f"round{k}"))
     save_model(out.pruned_model, model, new_arch, **_with_masks(masks), layer_kept=info["layer_kept"],
                prune_target=info.get("prune_target"))
     dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
@@ -70,7 +69,7 @@ def prune_finetune_job(smk) -> None:
     _, epochs = finetune_split(p.finetune, p.prune)
     budgets = finetune_budgets(p.finetune, p.prune, len(data["train"]["y"]))
     result = finetune_model(model, masks, data, p.finetune, epochs, device, seed, on_epoch=job.on_epoch,
-                            budgets=budgets)
+                            budgets=budgets, resume=job.resume_state(smk.input))
     if not masks_hold(model, masks):
         raise RuntimeError("masked weights became nonzero during fine-tuning")
     fields = model_fields(model, data, dense_sizes, device, p.latency, dense_latency)

@@ -57,16 +57,18 @@ def finetune_budgets(finetune_cfg: FinetuneSettings | dict, prune_cfg: PruneSett
 
 
 def finetune_model(model: nn.Module, masks: dict | None, data: dict, finetune_cfg: TrainSettings | dict,
-                   epochs: int, device, seed: int, on_epoch=None, budgets: dict[int, int] | None = None):
+                   epochs: int, device, seed: int, on_epoch=None, budgets: dict[int, int] | None = None,
+                   resume=None):
     """Fine-tune in place for `epochs` (masks kept at zero) → TrainResult, or None when epochs == 0. budgets:
-    {steps: epoch} (`finetune_budgets`): result.snapshots holds the model selected within each budget's epochs."""
+    {steps: epoch} (`finetune_budgets`): result.snapshots holds the model selected within each budget's epochs.
+    resume: a ResumeState (see train_model)."""
     if epochs <= 0:
         return None
     keeper = MaskKeeper(model, masks) if masks else None
     cfg = finetune_cfg if isinstance(finetune_cfg, TrainSettings) else FinetuneSettings.of(finetune_cfg)
     result = train_model(model, data, cfg.replace(epochs=epochs), device, seed,
                          after_step=keeper.apply if keeper else None, on_epoch=on_epoch,
-                         snapshot_epochs=set((budgets or {}).values()))
+                         snapshot_epochs=set((budgets or {}).values()), resume=resume)
     if keeper is not None:
         keeper.remove()
         keeper.apply()

@@ -47,7 +47,8 @@ def check_prune_request(model: nn.Module, scores: dict, granularity: str) -> Non
 
 def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ratio: float, data: dict | None = None,
                 prune: PruneSettings | dict | None = None, device="cpu", seed: int = 0, rescore=None,
-                finetune: FinetuneSettings | dict | None = None, on_epoch=None, example_input=None):
+                finetune: FinetuneSettings | dict | None = None, on_epoch=None, example_input=None,
+                resume_for=None):
     """Prune a copy of `dense` → (model, arch, masks | None, info).
 
     unstructured: keep-masks baked into the weights (masks returned); structured: physical removal with the
@@ -59,6 +60,7 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     structured widths are rounded up to multiples of prune.round_to.
     data: a prepared dataset (prunelab.data), for the calibration batch that traces a structured model and for the
     fine-tuning between iterative rounds; `example_input` (a batch (N, *in_shape)) replaces the calibration batch.
+    resume_for(k) -> a ResumeState for the fine-tuning after round k (prunelab.training.resume), or None.
     """
     prune = PruneSettings.of(prune)
     check_prune_request(dense, scores, granularity)
@@ -76,7 +78,8 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
             keeper = MaskKeeper(model, masks) if masks else None
             round_cfg = FinetuneSettings.of(finetune).replace(epochs=per_round)
             steps.append(train_model(model, data, round_cfg, device, seed + 1000 * (k + 1),
-                                     after_step=keeper.apply if keeper else None, on_epoch=on_epoch).steps)
+                                     after_step=keeper.apply if keeper else None, on_epoch=on_epoch,
+                                     resume=resume_for(k) if resume_for else None).steps)
             if keeper is not None:
                 keeper.remove()
 
