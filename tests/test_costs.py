@@ -130,3 +130,18 @@ def test_iterative_rounds_reach_the_cost_target(data):
     assert abs(info["cost_removed"] - 0.5) <= unit_costs(model, torch.randn(2, 1, 8, 8), "macs") / \
         count_macs(model, (1, 8, 8))
     assert isinstance(pruned, nn.Module)
+
+
+def test_l2_scale_empties_a_wide_cheap_layer_first_and_mean_does_not():
+    """The documented reason for prune.normalize: LeNet-5's fc1 (500 units of 810 MACs each) gets L2-normalised scores
+    of order 1/sqrt(500), so a MACs target takes all but min_keep_units of it before any conv channel; scaled by
+    each layer's mean, magnitude reaches the same MACs with fc1 intact."""
+    model, a = make("lenet5", (1, 28, 28), {"batchnorm": True})
+    x = torch.randn(4, 1, 28, 28)
+    kept = {}
+    for rule in ("l2", "mean"):
+        _, _, _, info = prune_model(model, a, score_model(model, None, "magnitude"), "structured", 0.25,
+                                    prune={"target": "macs", "normalize": rule}, example_input=x)
+        kept[rule] = info["layer_kept"]
+        assert abs(info["cost_removed"] - 0.25) < 0.02 and info["normalize"] == rule
+    assert kept["l2"]["fc1"] == 1 / 500 and kept["mean"]["fc1"] == 1.0

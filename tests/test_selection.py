@@ -187,18 +187,23 @@ def l2(s):
     return s / s.norm()
 
 
-def test_global_structured_ranks_l2_normalised_scores_and_spares_the_classifier():
+def mean_scaled(s):
+    return s / s.abs().mean()
+
+
+@pytest.mark.parametrize("rule,scale", [("l2", l2), ("mean", mean_scaled)])
+def test_global_structured_ranks_normalised_scores_and_spares_the_classifier(rule, scale):
     model = mlp()
     scores = random_scores(model)
     scores["layers"]["fc2"]["structured"] *= 1000  # scale must not matter after normalisation
-    remove = select_structured(model, scores, 0.4)
+    remove = select_structured(model, scores, 0.4, prune={"normalize": rule})
     assert "fc3" not in remove  # classifier outputs are never removed
     names = ["fc1", "fc2"]
-    allscores = torch.cat([l2(scores["layers"][n]["structured"]) for n in names])
+    allscores = torch.cat([scale(scores["layers"][n]["structured"]) for n in names])
     k = math.floor(0.4 * allscores.numel() + 0.5)
     threshold = allscores.sort().values[k - 1]
     for n in names:
-        want = torch.nonzero(l2(scores["layers"][n]["structured"]) <= threshold).flatten()
+        want = torch.nonzero(scale(scores["layers"][n]["structured"]) <= threshold).flatten()
         assert torch.equal(remove[n], want), n
     assert sum(len(v) for v in remove.values()) == k
 

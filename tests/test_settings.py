@@ -14,7 +14,8 @@ from snakemake.utils import validate
 import prunelab.methods as methods_pkg
 from conftest import REPO, TINY
 from prunelab.methods import METHODS, method_names, register_method
-from prunelab.settings import LatencySettings, PruneSettings, TrainSettings, method_defaults, section_defaults
+from prunelab.settings import (FinetuneSettings, LatencySettings, PruneSettings, TrainSettings, method_defaults,
+                               section_defaults)
 from prunelab.training import lr_at
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -27,7 +28,7 @@ def snakemake_filled(cfg: dict) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("cls,section", [(TrainSettings, "train"), (TrainSettings, "finetune"),
+@pytest.mark.parametrize("cls,section", [(TrainSettings, "train"), (FinetuneSettings, "finetune"),
                                          (PruneSettings, "prune"), (LatencySettings, "latency")])
 def test_settings_from_nothing_equal_what_the_workflow_fills_in(cls, section):
     cfg = yaml.safe_load(TINY.read_text())
@@ -66,7 +67,8 @@ def test_library_reads_the_settings():
 def test_method_options_come_from_the_schema():
     for name in method_names():
         assert METHODS[name].defaults == method_defaults(name), name
-    assert method_defaults("screening") == {"lambda": 0.5} and method_defaults("magnitude") == {}
+    assert method_defaults("screening") == {"lambda": 0.5, "allocation": "magnitude"}
+    assert method_defaults("magnitude") == {}
     assert method_defaults("no_such_method") is None
 
 

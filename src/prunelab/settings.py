@@ -186,6 +186,7 @@ class PruneSettings(_Settings):
     iterative_steps: int        # rounds of the iterative schedule
     round_to: int               # structured: kept units per layer rounded up to a multiple of this
     target: str                 # structured: units | params | macs, what a ratio is a fraction of
+    normalize: str              # structured: l2 | mean | max, the common scale of the global ranking
 
     @property
     def iterative(self) -> bool:

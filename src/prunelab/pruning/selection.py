@@ -8,8 +8,8 @@ Conventions (docs/methods.md, "Selection"):
   (`prune.target: units`), or of the model's parameters or MACs (`params`, `macs`: units go in the same global
   order until that cost is removed, `lowest_units_to_cost`; costs counted by `prunelab.pruning.costs`).
 - Common scale for global scope (one rule for every method): structured scores are divided by their
-  layer's L2 norm (as Molchanov et al. 2017 and the FRS paper do); unstructured scores are ranked as they
-  are (global magnitude pruning). Both can be changed with `normalize` ("l2", "max" or None).
+  layer's L2 norm (as Molchanov et al. 2017 and the FRS paper do; `prune.normalize`: also "mean", Torch-Pruning's
+  default, or "max"); unstructured scores are ranked as they are (global magnitude pruning; `normalize` argument).
 - Coupled units (torch-pruning dependency groups, e.g. convs joined by a residual add) are selected as one
   unit whose score is the mean of the members' normalised scores; removing one such unit removes one
   channel from every member and counts as len(members) channels towards the ratio.
@@ -36,7 +36,7 @@ from prunelab.models.graph import structured_groups
 from prunelab.pruning.costs import CostModel
 from prunelab.settings import PruneSettings, round_half_up, rounded_up
 
-NORMALIZE = ("l2", "max", None)
+NORMALIZE = ("l2", "mean", "max", None)
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -113,15 +113,14 @@ def _get(layers: dict, name: str, kind: str) -> torch.Tensor:
 
 
 def normalized(s: torch.Tensor, rule: str | None) -> torch.Tensor:
-    """Scores of one layer divided by their L2 norm ("l2"), max |s| ("max"), or unchanged (None).
-
-    An all-zero layer stays zero.
+    """Scores of one layer divided by their L2 norm ("l2"), mean |s| ("mean"), max |s| ("max"), or unchanged
+    (None). An all-zero layer stays zero.
     """
     if rule not in NORMALIZE:
         raise ValueError(f"normalize must be one of {NORMALIZE}, got {rule!r}")
     if rule is None:
         return s
-    d = s.norm() if rule == "l2" else s.abs().max()
+    d = s.norm() if rule == "l2" else s.abs().mean() if rule == "mean" else s.abs().max()
     return s / d if d > 0 else s
 
 
@@ -267,7 +266,7 @@ def lowest_units_to_cost(group_scores: list[torch.Tensor], costs: CostModel, kin
 
 
 def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
-                             normalize: str | None = "l2", residual: str = "inner",
+                             residual: str = "inner",
                              example_input: torch.Tensor | None = None) -> tuple[dict, list[dict], dict]:
     """select_structured plus the groups and counts it used: (remove, groups, counts), counts =
     {n_prunable, n_removed, ratio_achieved} in channels (a coupled unit once per member), and with a params or
@@ -288,7 +287,8 @@ def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune
         raise ValueError("no prunable output units: every layer is the classifier, ignored or a residual stream")
     keeps = [min(prune.min_keep_units, g["units"]) for g in groups]
     # the min_keep_units best units of each group stay
-    group_scores = [protect_best(group_score(layers, g["members"], normalize), keep) for g, keep in zip(groups, keeps)]
+    group_scores = [protect_best(group_score(layers, g["members"], prune.normalize), keep)
+                    for g, keep in zip(groups, keeps)]
     n_total = sum(g["units"] * len(g["members"]) for g in groups)
     costs = None
     if prune.target != "units":
@@ -319,7 +319,7 @@ def select_structured_groups(model: nn.Module, scores: dict, ratio: float, prune
 
 
 def select_structured(model: nn.Module, scores: dict, ratio: float, prune: PruneSettings | dict | None = None,
-                      normalize: str | None = "l2", residual: str = "inner",
+                      residual: str = "inner",
                       example_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Output units to REMOVE, {layer: sorted LongTensor of indices}, for every layer of every prunable group
     (indices may be empty; the classifier, ignored layers and unpruned residual streams are absent).
@@ -327,10 +327,10 @@ def select_structured(model: nn.Module, scores: dict, ratio: float, prune: Prune
     prune: the `prune` settings (scope, min_keep_units, ignore_layers, round_to; a dict is completed from the
     schema). Removes round(ratio × N) of the N prunable units, or with prune.target params / macs units until
     ratio × the model's cost is removed (global: one ranking over all groups of scores
-    put on a common scale by `normalize`; layerwise: ratio per group). Never the classifier's outputs, nor
+    put on a common scale by prune.normalize; layerwise: ratio per group). Never the classifier's outputs, nor
     layers in ignore_layers (or groups containing them); each group keeps at least min_keep_units units (its
     best). Then each group's kept count is rounded up to a multiple of round_to (capped at its units) by
     restoring its highest-scored removed units, so fewer units than requested may go. Coupled layers share
     indices; see the module docstring for group scores and residual streams.
     """
-    return select_structured_groups(model, scores, ratio, prune, normalize, residual, example_input)[0]
+    return select_structured_groups(model, scores, ratio, prune, residual, example_input)[0]

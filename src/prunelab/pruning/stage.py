@@ -149,6 +149,7 @@ def _structured_rounds(model, arch, scores, targets, x, prune: PruneSettings, de
     info.update(granularity="structured", ratio_requested=float(targets[-1]), ratio_achieved=removed / n0,
                 n_prunable=n0, n_removed=removed, layer_kept={n: after[n] / dense_units[n] for n in dense_units},
                 rounds=len(targets), removed_rounds=rounds, round_to=prune.round_to, prune_target=prune.target,
+                normalize=prune.normalize,
                 cost_removed=1.0 - model_cost(model, prune.target, in_shape) / dense_cost)
     if len(targets) == 1:
         info["removed"] = rounds[0]
