@@ -32,6 +32,7 @@ def train_gradual_job(smk) -> None:
     fields = fields_against(model, dense, data, device, p.latency)
     job.finish(job.record(stage="gradual", regime="standard", method="frs", granularity="structured",
                           epochs=p.train.epochs, wall_s=result.wall_s, best_epoch=result.best_epoch,
+                          train_steps=result.steps, steps_total=result.steps,
                           schedule="gradual", method_config=p.frs,
                           gradual={k: getattr(p.gradual, k) for k in ("interval", "stop_epoch", "channels_per_step")},
                           file_size_bytes=Path(smk.output.model).stat().st_size, **info, **fields),
@@ -60,6 +61,7 @@ def train_scratch_job(smk) -> None:
     job.finish(job.record(stage="scratch", granularity="structured", top1_test_before_finetune=None,
                           epochs=len(result.history), train_steps=result.steps, steps_total=result.steps,
                           scratch_budget=p.scratch_budget, prune_target=pruned.get("prune_target"),
+                          cost_removed=pruned.get("cost_removed"),
                           wall_s=result.wall_s, best_epoch=result.best_epoch, schedule="scratch",
                           layer_kept=pruned.get("layer_kept"), file_size_bytes=Path(smk.output.model).stat().st_size,
                           **fields), smk.output.metrics)

@@ -50,7 +50,7 @@ def prune_finetune_job(smk) -> None:
                                                seed, rescore=rescore, finetune=p.finetune, on_epoch=job.on_epoch,
                                                resume_for=lambda k: job.resume_state(smk.input, part=f"round{k}"))
     save_model(out.pruned_model, model, new_arch, **_with_masks(masks), layer_kept=info["layer_kept"],
-               prune_target=info.get("prune_target"))
+               prune_target=info.get("prune_target"), cost_removed=info.get("cost_removed"))
     dense_sizes, dense_latency = dense_reference(dense, data, device, p.latency)
     pruned = job.record(stage="pruned", epochs=0, schedule=p.prune.schedule, layer_kept=info["layer_kept"],
                         method_config=p.method_config, prune_rounds=info.get("rounds", 1),
