@@ -1,43 +1,60 @@
-"""Shared fixtures: a throw-away workflow folder and a Snakemake runner."""
+"""Shared test helpers and fixtures.
+
+Unit tests: one intra-op thread, a small digits split (`data`).
+Workflow folders and commands: `make_workdir` (a scratch folder that runs the repository's workflow, with tiny.yaml),
+`snakemake` (one command, its output returned; plan-only commands are forked from tests/snakemake_planner.py, which
+paid Snakemake's and torch's imports once), `run_snakemake` / `start_snakemake` (a run in its own process group,
+stopped with its jobs on timeout), `copy_run` (a finished run to change without touching the original).
+Runs made once per session: `tiny_reference`, the tiny config run locally with deferred tracking (every test that
+reads a whole tiny run reads this one, or a copy of it), and `tiny_live_server`, the same config run again with live
+tracking to an `mlflow server` (the second fresh run the determinism test compares). Reading runs: `job_blocks`,
+`planned_jobs`, `metrics_files`, `assert_same_results`.
+"""
 from __future__ import annotations
 
+import atexit
+import csv
+import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
+EXP = "tiny"   # tiny.yaml's experiment: its results are under results/tiny
+
+# metrics.json keys that must not depend on the machine's speed or on where a job ran (prunelab.records.METRICS_KEYS).
+DETERMINISTIC_KEYS = (
+    "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
+    "sparsity_achieved", "params_total", "params_nonzero", "compression", "macs_dense", "macs_effective",
+    "speedup_theoretical", "top1_val", "top1_test", "top5_test", "loss_test", "top1_test_before_finetune",
+    "epochs", "config_hash",
+)
+TIMING_WORDS = ("wall", "latency", "time_s", "seconds")   # measured, machine-dependent entries in checkpoints
+RESULT_ROW_KEY = ("arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested")
+PLAN_ONLY = {"-n", "--dry-run", "--dryrun", "--summary", "-S", "--detailed-summary", "-D"}
 
 
-def make_workdir(path: Path) -> Path:
-    """A folder that runs the repo's workflow: links to Snakefile, workflow/, scripts/, config/."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "scripts", "config"):
-        link = path / name
-        if not link.exists():
-            link.symlink_to(REPO / name)
-    return path
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600, env: dict | None = None):
-    """Run snakemake in `workdir`; returns the CompletedProcess (stdout and stderr merged)."""
-    full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, env=full_env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
-    return proc
-
+# ------------------------------------------------------------------------------------------- unit-test fixtures
 
 @pytest.fixture(autouse=True)
 def one_thread():
     """2 shared cores: intra-op threads only add contention on tiny tensors."""
-    import torch
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -52,6 +69,319 @@ def data():
     return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
 
 
+
+# ------------------------------------------------------------------------------------- workflow folders, commands
+
+def merged(base: dict, over: dict) -> dict:
+    """`base` with `over` deep-merged into it (mappings merged key by key, anything else replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_workdir(path: Path, overrides: dict | None = None) -> Path:
+    """A scratch workflow folder: the repository's Snakefile, workflow/, scripts/, config/ linked in, and
+    tiny.yaml = tests/configs/tiny.yaml deep-merged with `overrides`. Results go to path/results."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "scripts", "config"):
+        if not (path / name).exists():
+            (path / name).symlink_to(REPO / name)
+    (path / "tiny.yaml").write_text(yaml.safe_dump(merged(yaml.safe_load(TINY.read_text()), overrides or {}),
+                                                   sort_keys=False))
+    return path
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    """A scratch workflow folder (make_workdir) in the test's temporary folder."""
     return make_workdir(tmp_path / "wd")
+
+
+def workflow_env(**extra: str) -> dict:
+    """The environment of a workflow run: this venv first in PATH, PYTHONHASHSEED as in the Makefile, no tracking
+    URI leaking in from the caller, bytecode caching on (as `make` does)."""
+    env = dict(os.environ)
+    for var in ("PRUNELAB_TRACKING_URI", "MLFLOW_TRACKING_URI", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(var, None)
+    env["PYTHONHASHSEED"] = "0"
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+class Planner:
+    """tests/snakemake_planner.py, started on the first plan-only command and stopped at exit."""
+
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def stop(cls) -> None:
+        """End of input: the planner exits."""
+        if cls.proc is not None:
+            cls.proc.stdin.close()
+            cls.proc.wait(30)
+
+    @classmethod
+    def run(cls, workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
+        """`snakemake *args` forked in `workdir` with `env`, output to `out`: its exit status (timeout: an error)."""
+        if cls.proc is None or cls.proc.poll() is not None:
+            cls.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "snakemake_planner.py")],
+                                        env=workflow_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            atexit.register(cls.stop)
+        request = {"argv": [SNAKEMAKE, *args], "cwd": str(workdir), "env": env, "out": str(out), "timeout": timeout}
+        cls.proc.stdin.write(json.dumps(request) + "\n")
+        cls.proc.stdin.flush()
+        line = cls.proc.stdout.readline()
+        assert line, f"the Snakemake planner exited ({cls.proc.wait()}) on snakemake {' '.join(args)}"
+        answer = json.loads(line)
+        if answer["timed_out"]:
+            raise AssertionError(f"snakemake {' '.join(args)} took over {timeout} s:\n{out.read_text()[-3000:]}")
+        return answer["rc"]
+
+
+def plan_only(args) -> bool:
+    """Whether a Snakemake command line only plans (dry run, summary): no job runs, nothing is written."""
+    return bool(PLAN_ONLY & set(args))
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 60) -> None:
+    """Stop a process started with start_new_session: SIGINT (Snakemake cancels its jobs), then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _execute(workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
+    """Exit status of `snakemake *args` in `workdir`, stdout and stderr to `out`; stopped with its jobs at timeout."""
+    if plan_only(args):
+        return Planner.run(workdir, args, env, out, timeout)
+    with out.open("w") as fh:
+        proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+    return proc.returncode
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 600,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakemake *args` in `workdir` with the workflow's environment (plus `env`); .stdout holds stdout and stderr.
+    With `check`, a non-zero exit fails the test with the end of the output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "snakemake.out"
+        rc = _execute(workdir, list(args), workflow_env(**(env or {})), out, timeout)
+        text = out.read_text(errors="replace")
+    if check and rc != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({rc}):\n{text[-6000:]}")
+    return subprocess.CompletedProcess([SNAKEMAKE, *args], rc, text)
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    seconds: float
+    workdir: Path
+
+    def check(self) -> "Run":
+        assert self.rc == 0, f"snakemake failed (rc {self.rc}) in {self.workdir}:\n{self.out[-6000:]}"
+        return self
+
+
+def snakemake_args(targets, args, cores: int | None, configfile: str) -> list[str]:
+    """Snakemake's arguments for `targets`: `args`, --cores (unless None), --configfile last (it takes several)."""
+    return [*targets, *args, *(["--cores", str(cores)] if cores is not None else []), "--configfile", configfile]
+
+
+def start_snakemake(workdir: Path, targets, *args: str, cores: int | None = 2, env: dict | None = None,
+                    configfile: str = "tiny.yaml", log_name: str = "snakemake.out"):
+    """Start Snakemake in its own process group; returns (Popen, output file)."""
+    out_path = workdir / log_name
+    with out_path.open("w") as fh:
+        proc = subprocess.Popen([SNAKEMAKE, *snakemake_args(targets, args, cores, configfile)], cwd=workdir,
+                                env=env or workflow_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, out_path
+
+
+def run_snakemake(workdir: Path, targets, *args: str, timeout: float = 900, cores: int | None = 2,
+                  env: dict | None = None, configfile: str = "tiny.yaml", log_name: str = "snakemake.out") -> Run:
+    """Run Snakemake to the end (or stop it with its jobs at `timeout`); its output is also in workdir/log_name."""
+    t0 = time.monotonic()
+    out = workdir / log_name
+    rc = _execute(workdir, snakemake_args(targets, args, cores, configfile), env or workflow_env(), out, timeout)
+    return Run(rc, out.read_text(errors="replace"), time.monotonic() - t0, workdir)
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of the workflow folder `src` (results, Snakemake's records, times kept) for a test that changes files;
+    MLflow's database and artifacts and Snakemake's console logs stay behind."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("mlartifacts", "mlflow.db", "*.out"))
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------- reading runs
+
+def job_blocks(text: str) -> list[tuple[str, dict, bool]]:
+    """(rule, wildcards, is_local) of every job block Snakemake printed (runs and dry runs)."""
+    jobs = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(local)?rule (\w+):\s*$", line)
+        # a rule with a `message:` is printed as "Job <id>: <message>", the message starting with the rule name;
+        # report and track are the local ones (localrules in workflow/rules/report.smk)
+        m = m or re.match(r"^Job \d+: ()(report|track|space_summary)\b", line)
+        if not m:
+            continue
+        wildcards = {}
+        for nxt in lines[i + 1:i + 30]:
+            if not nxt.startswith((" ", "\t")):
+                break
+            w = re.match(r"\s+wildcards: (.*)$", nxt)
+            if w:
+                wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", "))
+        jobs.append((m.group(2), wildcards, bool(m.group(1)) or m.group(2) in ("report", "track")))
+    return jobs
+
+
+def planned_jobs(out: str) -> dict[str, int]:
+    """{rule: count} of a dry run's "Job stats" table, without its total and the target rule `all`; {} when
+    Snakemake had nothing to do."""
+    if "Nothing to be done" in out:
+        return {}
+    table = out[out.index("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")}
+
+
+def metrics_files(workdir: Path) -> dict[str, dict]:
+    """{path relative to results/tiny: metrics.json content} of every model of a run."""
+    root = workdir / "results" / EXP
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))}
+
+
+def deterministic_view(workdir: Path) -> dict[str, dict]:
+    return {k: {key: m.get(key) for key in DETERMINISTIC_KEYS} for k, m in metrics_files(workdir).items()}
+
+
+def results_table(workdir: Path) -> dict[tuple, dict] | None:
+    """results.csv rows keyed by model identity, deterministic columns only; None when the run made no report."""
+    path = workdir / "results" / EXP / "report" / "tables" / "results.csv"
+    if not path.exists():
+        return None
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return {tuple(r.get(k) for k in RESULT_ROW_KEY): {k: r.get(k) for k in DETERMINISTIC_KEYS} for r in rows}
+
+
+def assert_same_results(a: Path, b: Path) -> int:
+    """Same models, same deterministic numbers in metrics.json and results.csv; returns how many models."""
+    va, vb = deterministic_view(a), deterministic_view(b)
+    assert va, f"no metrics.json under {a}/results/{EXP}"
+    assert sorted(va) == sorted(vb), f"different models: only in {a}: {sorted(set(va) - set(vb))}, " \
+                                     f"only in {b}: {sorted(set(vb) - set(va))}"
+    diffs = [f"{k}: {key} {va[k][key]!r} != {vb[k][key]!r}" for k in va for key in DETERMINISTIC_KEYS
+             if va[k][key] != vb[k][key]]
+    assert not diffs, "results differ:\n" + "\n".join(diffs[:30])
+    ta, tb = results_table(a), results_table(b)
+    assert (ta is None) == (tb is None), "one run wrote results.csv, the other did not"
+    if ta is not None:
+        assert ta == tb, "results.csv differs in deterministic columns"
+        assert len(ta) == len(va), f"results.csv has {len(ta)} rows for {len(va)} metrics.json files"
+    return len(va)
+
+
+def assert_equal_nested(a, b, where: str) -> None:
+    """Two loaded checkpoints (nested dicts, lists, tensors) equal bit for bit, timing entries (TIMING_WORDS in
+    their key) left out; `where` names the file in the message."""
+    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+    if isinstance(a, torch.Tensor):
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{where}: keys differ"
+        for k in a:
+            if not any(t in str(k) for t in TIMING_WORDS):
+                assert_equal_nested(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+# ------------------------------------------------------------------------------------ runs made once per session
+
+def tiny_targets() -> list[str]:
+    """The targets of the whole-config tiny runs (tiny_reference, tiny_live_server, the SLURM run): the whole DAG.
+
+    This is the one place to narrow them (e.g. to baseline metrics files while a stage is broken).
+    """
+    return ["all"]
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """The tiny config run once per session, locally (--cores 2, deferred tracking): its workflow folder. Tests
+    read it, run plan-only commands in it, or change a `copy_run` of it; the other whole runs must match it.
+    (pytest keeps a session fixture's value, or its error, for every test that asks.)"""
+    root = make_workdir(tmp_path_factory.getbasetemp() / "tiny-reference")
+    run_snakemake(root, tiny_targets()).check()
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(results: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` as `make mlflow-server` starts it (SQLite backend results/mlflow.db, artifact store
+    results/mlartifacts), on a free 127.0.0.1 port, in its own process group; waits for /health."""
+    results.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri",
+                                 f"sqlite:///{results.resolve() / 'mlflow.db'}", "--artifacts-destination",
+                                 str(results.resolve() / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
+                                 "--workers", "2"],
+                                cwd=results.parent, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                return proc, uri
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_group(proc, 10)
+            raise AssertionError("mlflow server did not answer /health in 180 s")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_live_server(tmp_path_factory):
+    """The tiny config run fresh with `tracking: {mode: live, uri: http://…}` against an `mlflow server` that
+    stays up for the session: (workflow folder, server URI, Run). test_tracking checks what reached the server;
+    test_faults uses it as the second fresh run (the tracking mode must not change results)."""
+    root = tmp_path_factory.getbasetemp() / "tiny-live-server"
+    proc, uri = start_mlflow_server(root / "results", tmp_path_factory.getbasetemp() / "mlflow-server.log")
+    try:
+        make_workdir(root, {"tracking": {"mode": "live", "uri": uri}})
+        yield root, uri, run_snakemake(root, tiny_targets()).check()
+    finally:
+        stop_group(proc, grace_s=20)

@@ -18,17 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_faults import (  # shared workflow helpers (see the top of test_faults.py)
-    EXP,  # noqa: F401
-    REPO,
-    assert_same_results,
-    job_blocks,
-    make_workdir,
-    run_snakemake,
-    tiny_reference,
-    tiny_targets,
-    workflow_env,
-)
+from conftest import (EXP, REPO, assert_same_results, job_blocks, make_workdir, run_snakemake, tiny_targets,
+                      workflow_env)
 
 SCRIPTS = REPO / "tests" / "cluster"
 PROFILES = REPO / "profiles"

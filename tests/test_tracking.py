@@ -14,16 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import (  # shared workflow helpers and runs (see the top of test_faults.py)
-    EXP,  # noqa: F401
-    REPO,
-    free_port,
-    make_workdir,
-    run_snakemake,
-    tiny_live_server,
-    tiny_reference,
-    workflow_env,
-)
+from conftest import EXP, REPO, free_port, make_workdir, run_snakemake, workflow_env
 
 UNSYNCED = ".mlflow_unsynced"
 WILDCARDS = ("arch", "regime", "seed", "method", "granularity", "ratio")
