@@ -1,6 +1,7 @@
 """Shared test helpers and fixtures.
 
-Unit tests: one intra-op thread, a small digits split (`data`).
+Unit tests: one intra-op thread, a small digits split (`data`), small float64 models for the criteria tests
+(`mlp_and_data`, `convnet` with `calibration_batch` and `layer_io`).
 Workflow folders and commands: `make_workdir` (a scratch folder that runs the repository's workflow, with tiny.yaml),
 `snakemake` (one command, its output returned; plan-only commands are forked from tests/snakemake_planner.py, which
 paid Snakemake's and torch's imports once), `run_snakemake` / `start_snakemake` (a run in its own process group,
@@ -25,12 +26,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -68,6 +71,46 @@ def data():
 
     return prepare_dataset("digits", None, val_fraction=0.2, max_train=200)
 
+
+def mlp_and_data(n=40, k=4, seed=0):
+    """A float64 MLP 6 → 5 → k and n inputs (N×6) with their labels: class signal in inputs 0..3, input 5
+    constant."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(OrderedDict([("fc1", nn.Linear(6, 5)), ("relu1", nn.ReLU()),
+                                       ("fc2", nn.Linear(5, k))])).double()
+    x = torch.randn(n, 6, dtype=torch.float64)
+    y = torch.arange(n) % k
+    x = x + 0.6 * nn.functional.one_hot(y, 6).double()             # class signal in inputs 0..3
+    x[:, 5] = 1.5                                                  # a constant input unit
+    return model, x, y
+
+
+def convnet() -> nn.Sequential:
+    """conv(stride 2, pad 1) → BN → ReLU → conv(no pad) → ReLU → flatten → Linear → ReLU → Linear, float64, for
+    2×7×7 inputs and 3 classes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(2, 5, 3, stride=2, padding=1)), ("bn1", nn.BatchNorm2d(5)), ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(5, 4, 2)), ("relu2", nn.ReLU()), ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(4 * 3 * 3, 6)), ("relu3", nn.ReLU()), ("fc2", nn.Linear(6, 3))])).double()
+    net.bn1.running_mean.uniform_(-0.2, 0.2)
+    net.bn1.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def calibration_batch(n=9, shape=(2, 7, 7), k=3):
+    """n float64 inputs of `shape` and their labels (i mod k): convnet's calibration data."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn((n, *shape), generator=g, dtype=torch.float64), torch.arange(n) % k
+
+
+def layer_io(net, x):
+    """{layer: (its input, its unit activation)} of one forward of convnet, by hand."""
+    h1 = net.relu1(net.bn1(net.conv1(x)))
+    h2 = net.relu2(net.conv2(h1))
+    f = net.flatten(h2)
+    h3 = net.relu3(net.fc1(f))
+    return {"conv1": (x, h1), "conv2": (h1, h2), "fc1": (f, h3), "fc2": (h3, net.fc2(h3))}
 
 
 # ------------------------------------------------------------------------------------- workflow folders, commands
