@@ -160,6 +160,7 @@ sys.exit(1 if any(codes) else 0)
 """
 
 
+@pytest.mark.e2e
 def test_sqlite_database_created_once_and_16_concurrent_jobs_lose_no_run(tmp_path):
     """The workflow's onstart creates results/mlflow.db and the experiment (live mode) before any job; then 16
     job processes (prunelab.jobs.Job, as every rule script uses it; forked from one parent so that the test pays
