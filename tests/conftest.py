@@ -427,4 +427,4 @@ def tiny_live_server(tmp_path_factory):
         make_workdir(root, {"tracking": {"mode": "live", "uri": uri}})
         yield root, uri, run_snakemake(root, tiny_targets()).check()
     finally:
-        stop_group(proc, grace_s=20)
+        stop_group(proc, grace_s=3)   # a server of a temporary folder: no need to wait on its open connections
