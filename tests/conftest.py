@@ -203,13 +203,18 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 60) -> None:
             pass
 
 
+def _start(workdir: Path, args: list[str], env: dict, out: Path) -> subprocess.Popen:
+    """`snakemake *args` started in `workdir` in its own process group, stdout and stderr to `out`."""
+    with out.open("w") as fh:
+        return subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
 def _execute(workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
     """Exit status of `snakemake *args` in `workdir`, stdout and stderr to `out`; stopped with its jobs at timeout."""
     if plan_only(args):
         return Planner.run(workdir, args, env, out, timeout)
-    with out.open("w") as fh:
-        proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = _start(workdir, args, env, out)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -251,10 +256,7 @@ def start_snakemake(workdir: Path, targets, *args: str, cores: int | None = 2, e
                     configfile: str = "tiny.yaml", log_name: str = "snakemake.out"):
     """Start Snakemake in its own process group; returns (Popen, output file)."""
     out_path = workdir / log_name
-    with out_path.open("w") as fh:
-        proc = subprocess.Popen([SNAKEMAKE, *snakemake_args(targets, args, cores, configfile)], cwd=workdir,
-                                env=env or workflow_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, out_path
+    return _start(workdir, snakemake_args(targets, args, cores, configfile), env or workflow_env(), out_path), out_path
 
 
 def run_snakemake(workdir: Path, targets, *args: str, timeout: float = 900, cores: int | None = 2,

@@ -1,10 +1,11 @@
 """Plan-only Snakemake commands (dry runs, summaries) for the tests, forked from one process that paid the imports.
 
-A dry run's process spends about 3 s importing Snakemake, torch and prunelab (the Snakefile's checks build every arch)
-and a fraction of a second planning. This process imports them once, then for each request (one JSON line on stdin:
-argv, cwd, env, out, timeout) forks a child that runs Snakemake's own command-line entry point
-(`snakemake.cli.main`, what the `snakemake` executable calls) in that folder and environment, its stdout and stderr
-in the file `out`; it answers one JSON line, {"rc": exit status, "timed_out": bool}. Started by tests/conftest.py.
+A dry run's process spends about 3 s importing Snakemake, torch and prunelab (the Snakefile's checks build every
+arch) and finding Snakemake's plugins, and about half a second planning. This process does the former once, then for
+each request (one JSON line on stdin: argv, cwd, env, out, timeout) forks a child that runs Snakemake's own
+command-line entry point (`snakemake.cli.main`, what the `snakemake` executable calls) in that folder and
+environment, its stdout and stderr in the file `out`; it answers one JSON line, {"rc": exit status, "timed_out":
+bool}. Started by tests/conftest.py (Planner).
 """
 
 import json
@@ -22,6 +23,8 @@ import snakemake.cli  # noqa: E402
 import prunelab.checks  # noqa: E402, F401  (torch, and what the Snakefile imports at parse time)
 import prunelab.methods  # noqa: E402, F401
 import prunelab.settings  # noqa: E402, F401
+
+snakemake.cli.get_argument_parser()  # finds Snakemake's plugins once (their registries are module-level): ~0.4 s a run
 
 
 def run_child(request: dict) -> None:
