@@ -3,17 +3,17 @@
 Unit tests: one intra-op thread, a small digits split (`data`), small float64 models for the criteria tests
 (`mlp_and_data`, `convnet` with `calibration_batch` and `layer_io`).
 Workflow folders and commands: `make_workdir` (a scratch folder that runs the repository's workflow, with tiny.yaml),
-`snakemake` (one command, its output returned; plan-only commands are forked from tests/snakemake_planner.py, which
+`snakemake` (one command, its output returned; plan-only commands are forked by tests/snakemake_planner.py, which
 paid Snakemake's and torch's imports once), `run_snakemake` / `start_snakemake` (a run in its own process group,
 stopped with its jobs on timeout), `copy_run` (a finished run to change without touching the original).
-Runs made once per session: `tiny_reference`, the tiny config run locally with deferred tracking (every test that
-reads a whole tiny run reads this one, or a copy of it), and `tiny_live_server`, the same config run again with live
-tracking to an `mlflow server` (the second fresh run the determinism test compares). Reading runs: `job_blocks`,
-`planned_jobs`, `metrics_files`, `assert_same_results`.
+Runs made once per session, in the background from its start (the tests that read them run last): `tiny_reference`,
+the tiny config run locally with deferred tracking (every test that reads a whole tiny run reads this one, or a copy
+of it), and `tiny_live_server`, the same config run again with live tracking to an `mlflow server` (the second fresh
+run the determinism test compares). Reading runs: `job_blocks`, `planned_jobs`, `metrics_files`,
+`assert_same_results`, `assert_equal_nested`.
 """
 from __future__ import annotations
 
-import atexit
 import csv
 import json
 import os
@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import OrderedDict
@@ -34,6 +35,8 @@ import pytest
 import torch
 import yaml
 from torch import nn
+
+from snakemake_planner import Planner
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,6 +54,7 @@ DETERMINISTIC_KEYS = (
 TIMING_WORDS = ("wall", "latency", "time_s", "seconds")   # measured, machine-dependent entries in checkpoints
 RESULT_ROW_KEY = ("arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested")
 PLAN_ONLY = {"-n", "--dry-run", "--dryrun", "--summary", "-S", "--detailed-summary", "-D"}
+RUNNING: set[subprocess.Popen] = set()   # started Snakemake runs and servers: stopped at the session's end
 
 
 # ------------------------------------------------------------------------------------------- unit-test fixtures
@@ -153,36 +157,6 @@ def workflow_env(**extra: str) -> dict:
     return env
 
 
-class Planner:
-    """tests/snakemake_planner.py, started on the first plan-only command and stopped at exit."""
-
-    proc: subprocess.Popen | None = None
-
-    @classmethod
-    def stop(cls) -> None:
-        """End of input: the planner exits."""
-        if cls.proc is not None:
-            cls.proc.stdin.close()
-            cls.proc.wait(30)
-
-    @classmethod
-    def run(cls, workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
-        """`snakemake *args` forked in `workdir` with `env`, output to `out`: its exit status (timeout: an error)."""
-        if cls.proc is None or cls.proc.poll() is not None:
-            cls.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "snakemake_planner.py")],
-                                        env=workflow_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            atexit.register(cls.stop)
-        request = {"argv": [SNAKEMAKE, *args], "cwd": str(workdir), "env": env, "out": str(out), "timeout": timeout}
-        cls.proc.stdin.write(json.dumps(request) + "\n")
-        cls.proc.stdin.flush()
-        line = cls.proc.stdout.readline()
-        assert line, f"the Snakemake planner exited ({cls.proc.wait()}) on snakemake {' '.join(args)}"
-        answer = json.loads(line)
-        if answer["timed_out"]:
-            raise AssertionError(f"snakemake {' '.join(args)} took over {timeout} s:\n{out.read_text()[-3000:]}")
-        return answer["rc"]
-
-
 def plan_only(args) -> bool:
     """Whether a Snakemake command line only plans (dry run, summary): no job runs, nothing is written."""
     return bool(PLAN_ONLY & set(args))
@@ -206,8 +180,10 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 60) -> None:
 def _start(workdir: Path, args: list[str], env: dict, out: Path) -> subprocess.Popen:
     """`snakemake *args` started in `workdir` in its own process group, stdout and stderr to `out`."""
     with out.open("w") as fh:
-        return subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    RUNNING.add(proc)
+    return proc
 
 
 def _execute(workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
@@ -219,6 +195,7 @@ def _execute(workdir: Path, args: list[str], env: dict, out: Path, timeout: floa
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         stop_group(proc)
+    RUNNING.discard(proc)
     return proc.returncode
 
 
@@ -374,16 +351,6 @@ def tiny_targets() -> list[str]:
     return ["all"]
 
 
-@pytest.fixture(scope="session")
-def tiny_reference(tmp_path_factory) -> Path:
-    """The tiny config run once per session, locally (--cores 2, deferred tracking): its workflow folder. Tests
-    read it, run plan-only commands in it, or change a `copy_run` of it; the other whole runs must match it.
-    (pytest keeps a session fixture's value, or its error, for every test that asks.)"""
-    root = make_workdir(tmp_path_factory.getbasetemp() / "tiny-reference")
-    run_snakemake(root, tiny_targets()).check()
-    return root
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -418,15 +385,85 @@ def start_mlflow_server(results: Path, log_path: Path) -> tuple[subprocess.Popen
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def tiny_live_server(tmp_path_factory):
-    """The tiny config run fresh with `tracking: {mode: live, uri: http://…}` against an `mlflow server` that
-    stays up for the session: (workflow folder, server URI, Run). test_tracking checks what reached the server;
-    test_faults uses it as the second fresh run (the tracking mode must not change results)."""
-    root = tmp_path_factory.getbasetemp() / "tiny-live-server"
-    proc, uri = start_mlflow_server(root / "results", tmp_path_factory.getbasetemp() / "mlflow-server.log")
-    try:
-        make_workdir(root, {"tracking": {"mode": "live", "uri": uri}})
-        yield root, uri, run_snakemake(root, tiny_targets()).check()
-    finally:
+def reference_run(base: Path) -> Path:
+    """The tiny config run locally (--cores 2, deferred tracking) in base/tiny-reference: its workflow folder."""
+    root = make_workdir(base / "tiny-reference")
+    run_snakemake(root, tiny_targets()).check()
+    return root
+
+
+def live_server_run(base: Path) -> tuple[Path, str, Run]:
+    """The tiny config run in base/tiny-live-server with `tracking: {mode: live, uri: http://…}` against an
+    `mlflow server` of that folder, which stays up until the session ends: (workflow folder, server URI, Run)."""
+    root = base / "tiny-live-server"
+    proc, uri = start_mlflow_server(root / "results", base / "mlflow-server.log")
+    RUNNING.add(proc)
+    make_workdir(root, {"tracking": {"mode": "live", "uri": uri}})
+    return root, uri, run_snakemake(root, tiny_targets()).check()
+
+
+SESSION_RUNS = {"tiny_reference": reference_run, "tiny_live_server": live_server_run}
+
+
+class SessionRun(threading.Thread):
+    """One of SESSION_RUNS made in a background thread (which only waits on its processes); `result()` waits for its
+    value, or raises its error."""
+
+    def __init__(self, make, base: Path):
+        super().__init__(name=make.__name__, daemon=True)
+        self.make, self.base, self.value, self.error = make, base, None, None
+
+    def run(self) -> None:
+        try:
+            self.value = self.make(self.base)
+        except BaseException as exc:  # noqa: BLE001 - raised again in each test that asks for the run
+            self.error = exc
+
+    def result(self):
+        if self.ident is None:
+            self.start()
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_runs(request, tmp_path_factory):
+    """Starts the SESSION_RUNS that some selected test reads as the session begins, in the background: they overlap
+    the tests before the first one that waits for them (pytest_collection_modifyitems puts those last), whose unit
+    tests use one core. At the end, stops what is still running (the live run's mlflow server).
+    Measured on this 2-core machine (load 4-8 from other sessions), the unit modules plus the determinism test:
+    232 and 238 s with the runs made when first asked for, 161 and 183 s with this."""
+    needed = set().union(*(item.fixturenames for item in request.session.items))
+    runs = {name: SessionRun(make, tmp_path_factory.getbasetemp()) for name, make in SESSION_RUNS.items()}
+    for name, run in runs.items():
+        if name in needed:
+            run.start()
+    yield runs
+    for proc in list(RUNNING):
         stop_group(proc, grace_s=3)   # a server of a temporary folder: no need to wait on its open connections
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(session_runs) -> Path:
+    """The tiny config run once per session, locally (--cores 2, deferred tracking): its workflow folder. Tests
+    read it, run plan-only commands in it, or change a `copy_run` of it; the other whole runs must match it."""
+    return session_runs["tiny_reference"].result()
+
+
+@pytest.fixture(scope="session")
+def tiny_live_server(session_runs) -> tuple[Path, str, Run]:
+    """The tiny config run fresh with live tracking to an `mlflow server` that stays up for the session: (workflow
+    folder, server URI, Run). test_tracking checks what reached the server; test_faults uses it as the second fresh
+    run (the tracking mode must not change results)."""
+    return session_runs["tiny_live_server"].result()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read a session run go last (in their order), so that the runs, started in the background as
+    the session begins (session_runs), overlap the unit tests, which use one core, rather than each other."""
+    def reads_a_run(item):
+        return bool(set(SESSION_RUNS) & set(item.fixturenames))
+
+    items.sort(key=reads_a_run)   # stable: the order within each part is kept

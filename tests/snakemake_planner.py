@@ -1,34 +1,61 @@
 """Plan-only Snakemake commands (dry runs, summaries) for the tests, forked from one process that paid the imports.
 
 A dry run's process spends about 3 s importing Snakemake, torch and prunelab (the Snakefile's checks build every
-arch) and finding Snakemake's plugins, and about half a second planning. This process does the former once, then for
-each request (one JSON line on stdin: argv, cwd, env, out, timeout) forks a child that runs Snakemake's own
-command-line entry point (`snakemake.cli.main`, what the `snakemake` executable calls) in that folder and
-environment, its stdout and stderr in the file `out`; it answers one JSON line, {"rc": exit status, "timed_out":
-bool}. Started by tests/conftest.py (Planner).
+arch) and finding Snakemake's plugins, and about half a second planning. Run as a script, this file is the planner:
+it does the former once, then for each request (one JSON line on stdin: argv, cwd, env, out, timeout) forks a child
+that runs Snakemake's own command-line entry point (`snakemake.cli.main`, what the `snakemake` executable calls) in
+that folder and environment, its stdout and stderr in the file `out`, and answers one JSON line, {"rc": exit status,
+"timed_out": bool}. `Planner` is the client side, used by tests/conftest.py.
 """
 
+from __future__ import annotations
+
+import atexit
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
-sys.path[0] = str(Path(sys.executable).parent)  # as for the `snakemake` executable: its bin folder, not tests/
 
-import snakemake.cli  # noqa: E402
+class Planner:
+    """The client, in the pytest process: the planner is started on the first plan-only command (in that command's
+    environment) and stops when pytest exits (end of its input)."""
 
-import prunelab.checks  # noqa: E402, F401  (torch, and what the Snakefile imports at parse time)
-import prunelab.methods  # noqa: E402, F401
-import prunelab.settings  # noqa: E402, F401
+    proc: subprocess.Popen | None = None
 
-snakemake.cli.get_argument_parser()  # finds Snakemake's plugins once (their registries are module-level): ~0.4 s a run
+    @classmethod
+    def stop(cls) -> None:
+        if cls.proc is not None:
+            cls.proc.stdin.close()
+            cls.proc.wait(30)
+
+    @classmethod
+    def run(cls, workdir: Path, args: list[str], env: dict, out: Path, timeout: float) -> int:
+        """`snakemake *args` forked in `workdir` with `env`, output to `out`: its exit status (timeout: an error)."""
+        if cls.proc is None or cls.proc.poll() is not None:
+            cls.proc = subprocess.Popen([sys.executable, __file__], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+            atexit.register(cls.stop)
+        argv = [str(Path(sys.executable).parent / "snakemake"), *args]
+        request = {"argv": argv, "cwd": str(workdir), "env": env, "out": str(out), "timeout": timeout}
+        cls.proc.stdin.write(json.dumps(request) + "\n")
+        cls.proc.stdin.flush()
+        line = cls.proc.stdout.readline()
+        assert line, f"the Snakemake planner exited ({cls.proc.wait()}) on snakemake {' '.join(args)}"
+        answer = json.loads(line)
+        if answer["timed_out"]:
+            raise AssertionError(f"snakemake {' '.join(args)} took over {timeout} s:\n{out.read_text()[-3000:]}")
+        return answer["rc"]
 
 
 def run_child(request: dict) -> None:
     """In the forked child: become `snakemake <argv>` in request's folder and environment; never returns."""
+    import snakemake.cli  # imported by the planner already
+
     code = 1
     try:
         os.setsid()
@@ -68,7 +95,16 @@ def wait(pid: int, timeout: float) -> tuple[int, bool]:
         time.sleep(0.01)
 
 
-def main() -> None:
+def serve() -> None:
+    """The planner: pay the imports once, then fork one child per request on stdin."""
+    sys.path[0] = str(Path(sys.executable).parent)  # as for the `snakemake` executable: its bin folder, not tests/
+    import snakemake.cli
+
+    import prunelab.checks  # noqa: F401  (torch, and what the Snakefile imports at parse time)
+    import prunelab.methods  # noqa: F401
+    import prunelab.settings  # noqa: F401
+
+    snakemake.cli.get_argument_parser()  # finds Snakemake's plugins once (module-level registries): ~0.4 s a run
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
@@ -79,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve()
