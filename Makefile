@@ -66,6 +66,11 @@ test-setup: venv
 unit: venv test-setup
 	$(BIN)/python -m pytest -q
 
+# The edit-test loop: the unit tests and dry runs, without the tests that run workflow jobs (marker e2e); ~2 minutes.
+.PHONY: test-fast
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not e2e"
+
 lint: venv
 	$(BIN)/python tools/import_contract.py src
 	$(BIN)/snakemake --lint --cores 1

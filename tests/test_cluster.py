@@ -20,18 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_faults import (  # shared workflow helpers (see the top of test_faults.py)
-    EXP,
-    REPO,
-    TINY_CONFIG,
-    assert_same_results,
-    job_blocks,
-    make_workdir,
-    run_snakemake,
-    tiny_reference,
-    tiny_targets,
-    workflow_env,
-)
+from conftest import (EXP, REPO, TINY, assert_same_results, job_blocks, make_workdir, run_snakemake, tiny_targets,
+                      workflow_env)
 
 SCRIPTS = REPO / "tests" / "cluster"
 PROFILES = REPO / "profiles"
@@ -271,7 +261,7 @@ def test_training_past_its_time_limit_completes_through_resumption(slurm_cluster
     and the second attempt logs "resuming from epoch k" (k > 0) and completes. The retry gets 15 minutes (a
     resource expression of `attempt`) so that the test's length does not depend on this machine's speed."""
     cluster = slurm_cluster
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY.read_text())
     cfg["archs"] = {"cnn": cfg["archs"]["cnn"]}
     # SLURM checks time limits every 30 s: SIGTERM comes 60-90 s after the start, some 15 s of which are start-up;
     # 100 s of training at the fastest speed measured here is always stopped by the first attempt's limit

@@ -1,14 +1,13 @@
 """End to end on real data: the tiny workflow on a subset of Fashion-MNIST, with method variants."""
 import csv
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import make_workdir, snakemake
+from conftest import make_workdir, planned_jobs, snakemake
 from prunelab.data.formats import SYSTEM_FOLDERS, locate_idx
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +26,7 @@ def fashion_run(tmp_path_factory):
 
 
 def planned(wd, config):
-    out = snakemake(wd, "--configfile", config, "--cores", "2", "-n").stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out[out.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) not in ("total", "all")}
+    return planned_jobs(snakemake(wd, "--configfile", config, "--cores", "2", "-n").stdout)
 
 
 def test_real_subset_is_read_split_and_recorded(fashion_run):

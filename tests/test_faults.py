@@ -1,279 +1,22 @@
-"""Surviving faults: a killed training job, corrupt inputs, determinism of fresh runs, atomic checkpoints.
-
-The first part of this module holds the helpers every end-to-end test uses (test_tracking.py and test_cluster.py
-import them from here; they belong in tests/conftest.py): a scratch workflow folder, a Snakemake runner that stops
-its jobs on timeout, the one target list of the tiny end-to-end runs (`tiny_targets`), and two runs made once per
-session: `tiny_reference` (local, deferred tracking) and `tiny_live_server` (live tracking to an `mlflow server`).
-"""
+"""Surviving faults: a killed training job, corrupt inputs, determinism of fresh runs, atomic checkpoints."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-# ----------------------------------------------------------------------------------------------- shared helpers
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake")
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
-EXP = "tiny"
-
-# metrics.json keys that must not depend on the machine's speed or on where a job ran (prunelab.records.METRICS_KEYS).
-DETERMINISTIC_KEYS = (
-    "experiment", "dataset", "arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested",
-    "sparsity_achieved", "params_total", "params_nonzero", "compression", "macs_dense", "macs_effective",
-    "speedup_theoretical", "top1_val", "top1_test", "top5_test", "loss_test", "top1_test_before_finetune",
-    "epochs", "config_hash",
-)
-TIMING_WORDS = ("wall", "latency", "time_s", "seconds")   # measured, machine-dependent entries in checkpoints
-RESULT_ROW_KEY = ("arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested")
-
-
-def tiny_targets() -> list[str]:
-    """The targets of every tiny end-to-end run in test_faults, test_tracking and test_cluster: the whole DAG.
-
-    This is the one place to narrow the end-to-end runs (e.g. to baseline metrics files while a stage is broken).
-    """
-    return ["all"]
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def make_workdir(path: Path, overrides: dict | None = None) -> Path:
-    """A scratch workflow folder: the repository's Snakefile, workflow/, scripts/, config/ linked in, and
-    tiny.yaml = tests/configs/tiny.yaml deep-merged with `overrides`. Results go to path/results."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "scripts", "config"):
-        if not (path / name).exists():
-            (path / name).symlink_to(REPO / name)
-    cfg = _merge(yaml.safe_load(TINY_CONFIG.read_text()), overrides or {})
-    (path / "tiny.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def workflow_env(**extra: str) -> dict:
-    """The environment of a workflow run: this venv first in PATH, PYTHONHASHSEED as in the Makefile, no tracking
-    URI leaking in from the caller, bytecode caching on (as `make` does)."""
-    env = dict(os.environ)
-    for var in ("PRUNELAB_TRACKING_URI", "MLFLOW_TRACKING_URI", "PYTHONDONTWRITEBYTECODE"):
-        env.pop(var, None)
-    env["PYTHONHASHSEED"] = "0"
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    seconds: float
-    workdir: Path
-
-    def check(self) -> "Run":
-        assert self.rc == 0, f"snakemake failed (rc {self.rc}) in {self.workdir}:\n{self.out[-6000:]}"
-        return self
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 60) -> None:
-    """Stop a process started with start_new_session: SIGINT (Snakemake cancels its jobs), then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def start_snakemake(workdir: Path, targets, *args: str, cores: int | None = 2, env: dict | None = None,
-                    configfile: str = "tiny.yaml", log_name: str = "snakemake.out"):
-    """Start Snakemake in its own process group; returns (Popen, output file)."""
-    cmd = [SNAKEMAKE, *targets, *args]
-    if cores is not None:
-        cmd += ["--cores", str(cores)]
-    cmd += ["--configfile", configfile]      # last: it takes several values
-    out_path = workdir / log_name
-    fh = out_path.open("w")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env or workflow_env(), stdout=fh, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    fh.close()
-    return proc, out_path
-
-
-def run_snakemake(workdir: Path, targets, *args: str, timeout: float = 900, **kw) -> Run:
-    """Run Snakemake to the end (or SIGINT it at `timeout`, so that its jobs are cancelled too)."""
-    t0 = time.monotonic()
-    proc, out_path = start_snakemake(workdir, targets, *args, **kw)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stop_group(proc)
-    return Run(proc.returncode, out_path.read_text(errors="replace"), time.monotonic() - t0, workdir)
-
-
-def job_blocks(text: str) -> list[tuple[str, dict, bool]]:
-    """(rule, wildcards, is_local) of every job block Snakemake printed (runs and dry runs)."""
-    jobs = []
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"^(local)?rule (\w+):\s*$", line)
-        # a rule with a `message:` is printed as "Job <id>: <message>", the message starting with the rule name;
-        # report and track are the local ones (localrules in workflow/rules/report.smk)
-        m = m or re.match(r"^Job \d+: ()(report|track|space_summary)\b", line)
-        if not m:
-            continue
-        wildcards = {}
-        for nxt in lines[i + 1:i + 30]:
-            if not nxt.startswith((" ", "\t")):
-                break
-            w = re.match(r"\s+wildcards: (.*)$", nxt)
-            if w:
-                wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", "))
-        jobs.append((m.group(2), wildcards, bool(m.group(1)) or m.group(2) in ("report", "track")))
-    return jobs
-
-
-def metrics_files(workdir: Path) -> dict[str, dict]:
-    """{path relative to results/tiny: metrics.json content} of every model of a run."""
-    root = workdir / "results" / EXP
-    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))}
-
-
-def deterministic_view(workdir: Path) -> dict[str, dict]:
-    return {k: {key: m.get(key) for key in DETERMINISTIC_KEYS} for k, m in metrics_files(workdir).items()}
-
-
-def results_table(workdir: Path) -> dict[tuple, dict] | None:
-    """results.csv rows keyed by model identity, deterministic columns only; None when the run made no report."""
-    path = workdir / "results" / EXP / "report" / "tables" / "results.csv"
-    if not path.exists():
-        return None
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    return {tuple(r.get(k) for k in RESULT_ROW_KEY): {k: r.get(k) for k in DETERMINISTIC_KEYS} for r in rows}
-
-
-def assert_same_results(a: Path, b: Path) -> int:
-    """Same models, same deterministic numbers in metrics.json and results.csv; returns how many models."""
-    va, vb = deterministic_view(a), deterministic_view(b)
-    assert va, f"no metrics.json under {a}/results/{EXP}"
-    assert sorted(va) == sorted(vb), f"different models: only in {a}: {sorted(set(va) - set(vb))}, " \
-                                     f"only in {b}: {sorted(set(vb) - set(va))}"
-    diffs = [f"{k}: {key} {va[k][key]!r} != {vb[k][key]!r}" for k in va for key in DETERMINISTIC_KEYS
-             if va[k][key] != vb[k][key]]
-    assert not diffs, "results differ:\n" + "\n".join(diffs[:30])
-    ta, tb = results_table(a), results_table(b)
-    assert (ta is None) == (tb is None), "one run wrote results.csv, the other did not"
-    if ta is not None:
-        assert ta == tb, "results.csv differs in deterministic columns"
-        assert len(ta) == len(va), f"results.csv has {len(ta)} rows for {len(va)} metrics.json files"
-    return len(va)
-
-
-def cached_run(tmp_path_factory, name: str, overrides: dict | None = None, targets=None) -> Path:
-    """A workflow run made once per pytest session (any module asking for `name` gets the same folder)."""
-    root = tmp_path_factory.getbasetemp() / name
-    if (root / "FAILED").exists():
-        pytest.fail(f"the shared run {name} failed earlier in this session: {root / 'snakemake.out'}")
-    if not (root / "DONE").exists():
-        make_workdir(root, overrides)
-        run = run_snakemake(root, targets or tiny_targets())
-        if run.rc != 0:
-            (root / "FAILED").touch()
-        run.check()
-        (root / "DONE").write_text(f"{run.seconds:.1f}\n")
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_reference(tmp_path_factory) -> Path:
-    """The tiny config run once locally (--cores 2, deferred tracking): the reference other runs must match."""
-    return cached_run(tmp_path_factory, "tiny-reference")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mlflow_server(results: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` as `make mlflow-server` starts it (SQLite backend results/mlflow.db, artifact store
-    results/mlartifacts), on a free 127.0.0.1 port, in its own process group; waits for /health."""
-    results.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri",
-                                 f"sqlite:///{results.resolve() / 'mlflow.db'}", "--artifacts-destination",
-                                 str(results.resolve() / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
-                                 "--workers", "2"],
-                                cwd=results.parent, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                return proc, uri
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_group(proc, 10)
-            raise AssertionError("mlflow server did not answer /health in 180 s")
-        time.sleep(0.5)
-
-
-_LIVE: dict[str, tuple] = {}
-
-
-@pytest.fixture(scope="session")
-def tiny_live_server(tmp_path_factory):
-    """The tiny config run fresh with `tracking: {mode: live, uri: http://…}` against an `mlflow server` that
-    stays up for the session: (workflow folder, server URI, Run). test_tracking checks what reached the server;
-    the determinism test below uses it as the second fresh run (the tracking mode must not change results)."""
-    if "run" in _LIVE:                 # imported into several modules: one run, one server
-        yield _LIVE["run"]
-        return
-    if "failed" in _LIVE:
-        pytest.fail(f"the live-tracking run failed earlier in this session: {_LIVE['failed']}")
-    root = tmp_path_factory.getbasetemp() / "tiny-live-server"
-    _LIVE["failed"] = root
-    proc, uri = start_mlflow_server(root / "results", tmp_path_factory.getbasetemp() / "mlflow-server.log")
-    try:
-        make_workdir(root, {"tracking": {"mode": "live", "uri": uri}})
-        run = run_snakemake(root, tiny_targets())
-        _LIVE["run"] = (root, uri, run.check())
-        yield _LIVE["run"]
-    finally:
-        stop_group(proc, grace_s=20)
+from conftest import (EXP, TINY, assert_equal_nested, assert_same_results, copy_run, job_blocks, make_workdir,
+                      run_snakemake, start_snakemake, stop_group, tiny_targets, workflow_env)
 
 
 # ------------------------------------------------------------------------------------- a killed training job
@@ -314,7 +57,7 @@ def _pid_writing(root_pid: int, path: Path) -> int | None:
 def test_killed_training_job_reruns_only_that_job(tmp_path):
     """SIGKILL one seed's train_baseline mid-training while the other seed's whole chain is done: the rerun
     plans that seed's jobs (and the report) only, and redoes the killed job without touching finished outputs."""
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY.read_text())
     cfg.update(archs={"mlp": cfg["archs"]["mlp"]}, seeds=[0, 1], methods={"magnitude": {}},
                granularities={"unstructured": [0.5]})
     cfg["train"]["epochs"] = 400           # long enough to be killed mid-way
@@ -375,11 +118,6 @@ def test_killed_training_job_reruns_only_that_job(tmp_path):
 
 # ------------------------------------------------------------------------------ corrupt inputs downstream
 
-def _copy_run(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("mlartifacts", "mlflow.db", "*.out"))
-    return dst
-
-
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -403,7 +141,7 @@ def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_
     """A truncated baseline model.pt, a garbage stats.pt and a truncated score file given to collect_stats,
     score and prune_finetune: each job fails with a message naming the file, its producing rule and the
     `--forcerun <rule>` that regenerates it."""
-    wd = _copy_run(tiny_reference, tmp_path / "wf")
+    wd = copy_run(tiny_reference, tmp_path / "wf")
     r = f"results/{EXP}"
     sub = "magnitude/unstructured/r0.50"
     cases = {   # corrupted file -> (its producer, the downstream output whose job reads it)
@@ -436,7 +174,7 @@ def test_corrupt_checkpoint_stats_and_scores_fail_naming_file_and_producer(tiny_
 
 @pytest.mark.e2e
 def test_truncated_dataset_fails_naming_file_and_prepare_data(tiny_reference, tmp_path):
-    wd = _copy_run(tiny_reference, tmp_path / "wf")
+    wd = copy_run(tiny_reference, tmp_path / "wf")
     data = f"results/{EXP}/data/digits.pt"
     _truncate(wd / data)
     target = f"results/{EXP}/baseline/mlp/standard/seed0/metrics.json"
@@ -464,24 +202,7 @@ def test_two_fresh_runs_give_identical_results(tiny_reference, tiny_live_server)
     for rel in tensors:
         a = torch.load(ra / rel, map_location="cpu", weights_only=True)
         b = torch.load(rb / rel, map_location="cpu", weights_only=True)
-        _assert_equal_nested(a, b, str(rel))
-
-
-def _assert_equal_nested(a, b, where: str) -> None:
-    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
-    if isinstance(a, torch.Tensor):
-        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), f"{where}: keys differ"
-        for k in a:
-            if not any(t in str(k) for t in TIMING_WORDS):
-                _assert_equal_nested(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_equal_nested(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
+        assert_equal_nested(a, b, str(rel))
 
 
 # -------------------------------------------------------------------------------------- atomic checkpoints

@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import TINY, make_workdir, snakemake
+from conftest import TINY, copy_run, job_blocks, snakemake
 from prunelab.data import split_tensors
 from prunelab.io import load_model
 from prunelab.models import architecture_for, build_model, prunable_layers
@@ -160,13 +160,15 @@ def test_never_pruned_layers(data):
 
 
 @pytest.mark.e2e
-def test_workflow_writes_gradual_metrics(tmp_path):
-    wd = make_workdir(tmp_path / "wd")
+def test_workflow_writes_gradual_metrics(tiny_reference, tmp_path):
+    """The gradual job on a copy of the session's tiny run, which holds its prepared data."""
+    wd = copy_run(tiny_reference, tmp_path / "wd")
     cfg = yaml.safe_load(TINY.read_text())
     cfg["gradual"] = {"enabled": True, "ratios": [0.5], "interval": 1, "stop_epoch": 2, "archs": ["cnn"]}
     (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = f"results/{cfg['experiment']}/gradual/cnn/seed0/frs/r0.50"
-    snakemake(wd, "--configfile", "cfg.yaml", "--cores", "2", f"{out}/metrics.json")
+    run = snakemake(wd, "--configfile", "cfg.yaml", "--cores", "2", f"{out}/metrics.json")
+    assert [r for r, _, _ in job_blocks(run.stdout)] == ["train_gradual"]
     rec = json.loads((wd / out / "metrics.json").read_text())
     assert set(METRICS_KEYS) <= set(rec)
     assert (rec["stage"], rec["method"], rec["granularity"], rec["ratio_requested"]) == \

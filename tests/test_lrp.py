@@ -1,97 +1,13 @@
-"""LRP-αβ (prunelab.stats.lrp) and the frs method, against brute-force loops and hand computations."""
-
-import itertools
+"""LRP-αβ relevance passes (prunelab.stats.lrp) and the frs method: conservation through MLPs, convs, pools and
+residual blocks, batched against per-sample, the input-relevance skip, the chain pass against the graph pass,
+sessions over batches, clear errors for what the rules cannot follow; frs against a hand computation."""
 
 import pytest
 import torch
 import torch.nn as nn
 
 from prunelab.models import Add, ShortcutA, build_model, prunable_layers
-from prunelab.stats.lrp import EPS, alpha_beta_step, relevance, unit_relevance
-
-
-def brute_alpha_beta(a, w, r, alpha, beta):
-    """R_i = Σ_j [α (a_i w_ji)⁺/(z⁺_j+ε) − β (a_i w_ji)⁻/(z⁻_j−ε)] R_j by loops. a: I, w: J×I, r: J."""
-    n_out, n_in = w.shape
-    c = [[float(a[i]) * float(w[j, i].detach()) for i in range(n_in)] for j in range(n_out)]
-    zp = [sum(max(v, 0.0) for v in c[j]) for j in range(n_out)]
-    zn = [sum(min(v, 0.0) for v in c[j]) for j in range(n_out)]
-    return [sum(alpha * max(c[j][i], 0.0) / (zp[j] + EPS) * float(r[j])
-                - beta * min(c[j][i], 0.0) / (zn[j] - EPS) * float(r[j]) for j in range(n_out))
-            for i in range(n_in)]
-
-
-def test_hand_computed_linear_step():
-    # a = (1, -2, 0.5), W = [[1, 2, -1], [-0.5, 1, 3]] -> contributions [[1, -4, -0.5], [-0.5, -2, 1.5]]
-    # unit 0: z+ = 1, z- = -4.5;  unit 1: z+ = 1.5, z- = -2.5;  R = (1, 2), alpha 2, beta 1
-    # R_0 = 2*1/1*1 - (-0.5)/(-2.5)*2 = 2 - 0.4 = 1.6
-    # R_1 = -(-4)/(-4.5)*1 - (-2)/(-2.5)*2 = -0.8889 - 1.6 = -2.48889
-    # R_2 = -(-0.5)/(-4.5)*1 + 2*1.5/1.5*2 = -0.1111 + 4 = 3.88889
-    lin = nn.Linear(3, 2).double()  # the bias must be ignored
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor([[1.0, 2.0, -1.0], [-0.5, 1.0, 3.0]]))
-        lin.bias.fill_(7.0)
-    a = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
-    r = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
-    got = alpha_beta_step(lin, a, r, 2.0, 1.0)[0]
-    hand = torch.tensor([1.6, -0.8 / 0.9 - 1.6, -1 / 9 + 4.0], dtype=torch.float64)
-    assert torch.allclose(got, hand, atol=1e-8)
-    assert torch.allclose(got, torch.tensor(brute_alpha_beta(a[0], lin.weight, r[0], 2.0, 1.0),
-                                            dtype=torch.float64), atol=1e-12)
-    assert got.sum().item() == pytest.approx(3.0, abs=1e-8)  # alpha - beta = 1 conserves
-
-
-def test_linear_model_input_relevance_matches_brute_force():
-    torch.manual_seed(0)
-    lin = nn.Linear(6, 4).double()
-    x = torch.randn(5, 6, dtype=torch.float64)
-    y = torch.tensor([0, 3, 1, 2, 3])
-    for alpha, beta in [(2.0, 1.0), (1.0, 0.0), (3.0, 2.0)]:
-        layers, r_in = relevance(nn.Sequential(lin), x, y, alpha=alpha, beta=beta)
-        assert torch.equal(layers["0"], nn.functional.one_hot(y, 4).double())  # one-hot start
-        for b in range(5):
-            ref = brute_alpha_beta(x[b], lin.weight, nn.functional.one_hot(y[b], 4), alpha, beta)
-            assert torch.allclose(r_in[b], torch.tensor(ref, dtype=torch.float64), atol=1e-10)
-    logit = relevance(nn.Sequential(lin), x, y, init="logit")[0]["0"]
-    assert torch.allclose(logit, nn.functional.one_hot(y, 4) * lin(x).detach())
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_conv_step_matches_brute_force(groups):
-    torch.manual_seed(1)
-    conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=groups).double()
-    a = torch.randn(2, 4, 5, 5, dtype=torch.float64)  # signed inputs
-    r = torch.randn(2, 4, 3, 3, dtype=torch.float64)
-    got = alpha_beta_step(conv, a, r, 2.0, 1.0)
-    w, ref, cin = conv.weight.detach(), torch.zeros_like(a), 4 // groups
-    for b, j, oy, ox in itertools.product(range(2), range(4), range(3), range(3)):
-        first = (j // (4 // groups)) * cin  # first input channel of output channel j's group
-        taps = [(first + c, oy * 2 - 1 + ky, ox * 2 - 1 + kx, float(w[j, c, ky, kx]))
-                for c, ky, kx in itertools.product(range(cin), range(3), range(3))
-                if 0 <= oy * 2 - 1 + ky < 5 and 0 <= ox * 2 - 1 + kx < 5]
-        contrib = [float(a[b, c, iy, ix]) * wv for c, iy, ix, wv in taps]
-        zp, zn = sum(max(v, 0) for v in contrib), sum(min(v, 0) for v in contrib)
-        for (c, iy, ix, _), v in zip(taps, contrib):
-            ref[b, c, iy, ix] += (2 * max(v, 0) / (zp + EPS) - min(v, 0) / (zn - EPS)) * r[b, j, oy, ox]
-    assert torch.allclose(got, ref, atol=1e-10)
-
-
-def test_pool_and_shortcut_rules():
-    x = torch.tensor([[[[1.0, 3.0], [4.0, 2.0]], [[5.0, 1.0], [1.0, 1.0]]]], dtype=torch.float64)  # 1×2×2×2
-    y = torch.tensor([0])
-    # max-pool: winner takes all
-    _, r = relevance(nn.Sequential(nn.MaxPool2d(2), nn.Flatten()), x, y)
-    assert torch.equal(r[0], torch.tensor([[[0.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64))
-    # avg-pools: in proportion to the inputs
-    for pool in (nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1)):
-        _, r = relevance(nn.Sequential(pool, nn.Flatten()), x, torch.tensor([1]))
-        assert torch.allclose(r[0, 1], x[0, 1] / 8) and torch.equal(r[0, 0], torch.zeros(2, 2, dtype=torch.float64))
-    # option-A shortcut 2 -> 4 channels, stride 2: input channel 0 sits at output channel 1, (0, 0) is kept
-    net = nn.Sequential(ShortcutA(2, 4, 2), nn.Flatten())
-    _, r = relevance(net, x, torch.tensor([1]))
-    assert torch.equal(r[0], torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64))
-    _, r = relevance(net, x, torch.tensor([3]))  # a zero-padded channel: nothing to route back
-    assert torch.equal(r, torch.zeros_like(x))
+from prunelab.stats.lrp import RelevanceSession, relevance, unit_relevance
 
 
 def _totals(layers):
@@ -299,6 +215,134 @@ def test_zoo_models(name, options, in_shape):
     # the relevance (exactly, but for the rare units whose contributions all have one sign)
     full, _ = relevance(model, x, y, reduce=False)
     assert torch.allclose(full[layers[0][0]].flatten(1).sum(1), torch.ones(4), atol=0.05)
+
+
+ZOO = [("mlp", {}, [1, 8, 8]), ("cnn", {}, [1, 8, 8]), ("vgg11", {}, [3, 16, 16]),
+       ("resnet20", {"shortcut": "A"}, [3, 8, 8]), ("resnet20", {"shortcut": "B"}, [3, 8, 8])]
+
+
+def zoo_model(name, options, in_shape, seed=8):
+    torch.manual_seed(seed)
+    model = build_model({"name": name, "options": options, "in_shape": in_shape, "num_classes": 10}).double()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.3, 0.3), m.running_var.uniform_(0.5, 2.0)
+    return model, torch.randn(6, *in_shape, dtype=torch.float64), torch.randint(0, 10, (6,))
+
+
+@pytest.mark.parametrize("name,options,in_shape", ZOO)
+def test_input_relevance_skip_gives_the_full_pass_layers(name, options, in_shape):
+    model, x, y = zoo_model(name, options, in_shape)
+    full, r_in = relevance(model, x, y)                       # propagates down to the input
+    assert r_in.shape == x.shape
+    skip = unit_relevance(model, x, y)                        # stops at the first weighted layers
+    assert list(skip) == [n for n, _ in prunable_layers(model)] == list(full)
+    for n in full:
+        assert torch.allclose(skip[n], full[n], atol=1e-12, rtol=1e-10), n
+
+
+class Hooked:
+    """Forces the autograd (graph) pass: the chain pass runs no hooks, so any hook disables it."""
+
+    def __init__(self, model):
+        self.handle = model.register_forward_hook(lambda *_: None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.handle.remove()
+
+
+def sequential_models():
+    torch.manual_seed(9)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(inplace=True), nn.Dropout(0.3),
+                        nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU()), nn.Identity(),
+                        nn.Linear(16, 4))
+    cnn = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(8, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    return [(mlp.double(), torch.randn(5, 3, 2, 2, dtype=torch.float64)),
+            (cnn.double(), torch.randn(5, 3, 12, 12, dtype=torch.float64))]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("reduce", [True, False])
+def test_chain_pass_equals_graph_pass(index, reduce):
+    model, x = sequential_models()[index]
+    y = torch.tensor([0, 1, 2, 3, 1])
+    for input_relevance in (False, True):
+        with RelevanceSession(model, reduce=reduce, input_relevance=input_relevance) as lrp:
+            assert lrp._chain is not None
+            chain = lrp(x, y)
+            with Hooked(model):
+                graph = lrp(x, y)
+        assert list(chain[0]) == list(graph[0]) == [n for n, _ in prunable_layers(model)]
+        for n in chain[0]:
+            assert torch.allclose(chain[0][n], graph[0][n], atol=1e-12), n
+        assert torch.allclose(chain[2], graph[2], atol=1e-12) and torch.allclose(chain[2], model.eval()(x))
+        if input_relevance:
+            assert torch.allclose(chain[1], graph[1], atol=1e-12) and chain[1].shape == x.shape
+        else:
+            assert chain[1] is None and graph[1] is None
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_shared_module_in_sequential_runs_each_call():
+    torch.manual_seed(10)
+    lin, relu = nn.Linear(4, 4).double(), nn.ReLU()
+    shared = nn.Sequential(lin, relu, lin)
+    twin = nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 4).double())
+    twin[2].load_state_dict(lin.state_dict())
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 3, 1])
+    with RelevanceSession(shared) as lrp:
+        assert lrp._chain is None                 # Sequential.forward runs `lin` twice: the graph pass
+        got = lrp(x, y)[0]["0"]
+    ref = unit_relevance(twin, x, y)
+    assert torch.allclose(got, ref["0"] + ref["2"], atol=1e-12)
+
+
+def test_session_over_batches_weight_changes_and_inert_forwards():
+    model, x, y = zoo_model("resnet20", {"shortcut": "A"}, [3, 8, 8])
+    with torch.no_grad():
+        plain = model.eval()(x)
+    model.train()
+    with RelevanceSession(model) as lrp:
+        first = lrp(x[:3], y[:3])[0]
+        second = lrp(x[3:], y[3:])[0]
+        with torch.no_grad():                         # between calls: the model's own forwards
+            out = model(x)
+        with torch.no_grad():
+            model.fc.weight.mul_(-1.5)                # a weight change is picked up by the next call
+        changed = lrp(x[3:], y[3:])[0]
+        with torch.inference_mode():                  # callers in inference mode still get relevance
+            again = lrp(x[3:], y[3:])[0]
+    assert model.training and all("forward" not in m.__dict__ for m in model.modules())
+    assert torch.equal(out, plain)
+    want = unit_relevance(model, x[3:], y[3:])
+    for n in want:
+        assert torch.allclose(changed[n], want[n], atol=1e-12) and torch.allclose(again[n], want[n], atol=1e-12)
+    with torch.no_grad():
+        model.fc.weight.div_(-1.5)
+    for part, sl in ((first, slice(0, 3)), (second, slice(3, 6))):
+        single = unit_relevance(model, x[sl], y[sl])
+        for n in single:
+            assert torch.allclose(part[n], single[n], atol=1e-10), n
+
+
+def test_functional_op_on_first_layer_output_fails_clearly():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.l1(x)
+            h += 1.0                      # functional, in place, on the first weighted layer's output
+            return self.l2(h)
+
+    with pytest.raises(ValueError, match=r"frs.*'\(model\)' \(InPlace\) applies 'AddBackward"):
+        unit_relevance(InPlace(), torch.randn(3, 4), torch.tensor([0, 1, 1]))
 
 
 # ------------------------------------------------------------------------------------------ frs method

@@ -11,8 +11,7 @@ import json
 import pytest
 import yaml
 
-from test_faults import (EXP, REPO, TINY_CONFIG, assert_same_results, job_blocks, run_snakemake,  # noqa: F401
-                         tiny_reference)
+from conftest import EXP, REPO, TINY, assert_same_results, job_blocks, run_snakemake
 
 DEPLOYED = """configfile: "config/config.yaml"
 
@@ -36,7 +35,7 @@ def test_tiny_config_runs_to_its_report_as_an_imported_module(tmp_path, tiny_ref
     numbers equal those of the tiny reference run."""
     wd = tmp_path / "deploy"
     (wd / "config").mkdir(parents=True)
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY.read_text())
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (wd / "Snakefile").write_text(DEPLOYED.format(snakefile=REPO / "Snakefile"))
     run = run_snakemake(wd, [], configfile="config/config.yaml").check()

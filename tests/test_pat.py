@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, make_workdir, snakemake
+from conftest import TINY, copy_run, job_blocks, make_workdir, snakemake
 from prunelab.data import prepare_dataset, split_tensors
 from prunelab.methods.variants import pat_regimes
 from prunelab.models import architecture_for, build_model
@@ -78,11 +78,14 @@ def test_positive_beta_lowers_r_on_held_out_data(data, kind, beta):
 
 
 @pytest.mark.e2e
-def test_workflow_runs_every_stage_for_both_regimes(tmp_path):
-    wd = make_workdir(tmp_path / "wd")
+def test_workflow_runs_every_stage_for_both_regimes(tiny_reference, tmp_path):
+    """On a copy of the session's tiny run (its standard mlp baseline is there): every stage is planned for both
+    regimes, and the pat baseline trains with the regulariser."""
+    wd = copy_run(tiny_reference, tmp_path / "wd")
     cfg = yaml.safe_load(TINY.read_text())
+    assert cfg["archs"]["mlp"] == MLP
     cfg.update(regimes=["standard", "pat"], regularizer={"kind": "contribution_entropy", "beta": 0.05},
-               archs={"mlp": MLP}, train={"epochs": 2, "batch_size": 32, "lr": 0.05})
+               archs={"mlp": MLP})
     (wd / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = snakemake(wd, "--configfile", "c.yaml", "--cores", "1", "--summary").stdout
     rows = [line.split("\t") for line in out.splitlines() if line.startswith("results/")]
@@ -92,10 +95,12 @@ def test_workflow_runs_every_stage_for_both_regimes(tmp_path):
         by_rule.setdefault(rule, set()).add(m and m.group(1))
     for rule in ("train_baseline", "collect_stats", "score", "prune_finetune"):
         assert by_rule[rule] == {"standard", "pat"}, rule
-    # both baselines for real: the regulariser reaches only the pat job, and changes its training
+    # both baselines for real (the standard one is the tiny run's): the regulariser reaches only the pat job,
+    # and changes its training
     root = wd / "results" / cfg["experiment"] / "baseline/mlp"
-    snakemake(wd, "--configfile", "c.yaml", "--cores", "2",
-              *(str((root / f"{g}/seed0/metrics.json").relative_to(wd)) for g in ("standard", "pat")))
+    trained = snakemake(wd, "--configfile", "c.yaml", "--cores", "2",
+                        *(str((root / f"{g}/seed0/metrics.json").relative_to(wd)) for g in ("standard", "pat")))
+    assert [(r, w["regime"]) for r, w, _ in job_blocks(trained.stdout)] == [("train_baseline", "pat")]
     run = {g: json.loads((root / f"{g}/seed0/run.json").read_text()) for g in ("standard", "pat")}
     assert run["standard"]["params"]["regularizer"] is None
     reg = run["pat"]["params"]["regularizer"]

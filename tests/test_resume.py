@@ -27,8 +27,8 @@ from prunelab.jobs import Job
 from prunelab.pruning.gradual import train_gradual
 from prunelab.training import train_baseline
 from prunelab.training.resume import ResumeState
-from test_faults import (DETERMINISTIC_KEYS, EXP, TINY_CONFIG, _assert_equal_nested, job_blocks, make_workdir,
-                         run_snakemake, start_snakemake, stop_group, workflow_env)
+from conftest import (DETERMINISTIC_KEYS, EXP, TINY, assert_equal_nested, job_blocks, make_workdir, run_snakemake,
+                      start_snakemake, stop_group, workflow_env)
 
 CNN = {"name": "cnn", "options": {"widths": [8, 16, 16]}}
 TRAIN = {"epochs": 6, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "augment": True}
@@ -173,7 +173,7 @@ def test_settings_are_the_schemas():
     from prunelab.settings import ResumeSettings
     from test_settings import snakemake_filled
 
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY.read_text())
     assert ResumeSettings.of({}).as_dict() == snakemake_filled(cfg)["resume"]
     with pytest.raises(ValueError, match="resume.every_epochs"):
         ResumeSettings.of({"every_epochs": 0})
@@ -343,7 +343,7 @@ def test_killed_training_jobs_resume_through_snakemake(tmp_path):
     outputs, the states stay; the rerun's logs say "resuming from epoch k", and model.pt, metrics.json and run.json's
     history equal those of an uninterrupted run, bit for bit. The uninterrupted run is the same model under another
     arch name ("ref", the same spec, seed and data), trained in the same Snakemake runs and never stopped."""
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY.read_text())
     cfg["archs"] = {"cnn": cfg["archs"]["cnn"], "ref": cfg["archs"]["cnn"]}
     cfg["train"]["epochs"] = 30
     cfg["gradual"] = {"enabled": True, "ratios": [0.5], "interval": 3, "stop_epoch": 12, "archs": ["cnn", "ref"]}
@@ -381,5 +381,5 @@ def test_killed_training_jobs_resume_through_snakemake(tmp_path):
         assert not list((res / out.format("cnn")).glob("resume-*.pt")), "the completed job left its resume state"
         a, b = _outputs(res / out.format("cnn")), _outputs(res / out.format("ref"))
         assert a["metrics"].pop("arch") == "cnn" and b["metrics"].pop("arch") == "ref"
-        _assert_equal_nested(a, b, out)
+        assert_equal_nested(a, b, out)
     print(f"SIGKILL workflow test: {time.monotonic() - t0:.1f} s")

@@ -3,14 +3,13 @@ written at the start of a run, so changing them plans no retraining; a training 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import REPO, TINY, snakemake
+from conftest import REPO, TINY, planned_jobs, snakemake
 from prunelab.jobs import resolved_params
 
 # Every script the baseline's part of the DAG runs, replaced by one that only creates its outputs and log: the DAG
@@ -44,11 +43,7 @@ def planned(wd, edit) -> dict:
     cfg = yaml.safe_load(TINY.read_text())
     edit(cfg)
     (wd / "edited.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake(wd, "--configfile", "edited.yaml", "--cores", "1", "-n", TARGET).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out[out.index("Job stats:"):]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    return planned_jobs(snakemake(wd, "--configfile", "edited.yaml", "--cores", "1", "-n", TARGET).stdout)
 
 
 def test_run_writes_the_runtime_settings(stub_run):

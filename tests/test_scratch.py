@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import TINY, make_workdir, snakemake
+from conftest import TINY, copy_run, job_blocks, snakemake
 from prunelab.io import load_model
 from prunelab.models import architecture_for, build_model, prunable_layers
 from prunelab.pruning.gradual import scratch_model, train_scratch
@@ -62,14 +62,17 @@ def test_train_scratch_learns(pruned, data):
 
 
 @pytest.mark.e2e
-def test_workflow_writes_scratch_metrics(tmp_path):
-    wd = make_workdir(tmp_path / "wd")
+def test_workflow_writes_scratch_metrics(tiny_reference, tmp_path):
+    """The scratch job on a copy of the session's tiny run, which holds its baseline and pruned model."""
+    wd = copy_run(tiny_reference, tmp_path / "wd")
     cfg = yaml.safe_load(TINY.read_text())
     cfg["scratch"] = {"enabled": True, "ratios": [0.5], "methods": ["magnitude"]}
     (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     rel = "cnn/standard/seed0/magnitude/structured/r0.50"
     root = wd / "results" / cfg["experiment"]
-    snakemake(wd, "--configfile", "cfg.yaml", "--cores", "2", f"{root.relative_to(wd)}/scratch/{rel}/metrics.json")
+    run = snakemake(wd, "--configfile", "cfg.yaml", "--cores", "2",
+                    f"{root.relative_to(wd)}/scratch/{rel}/metrics.json")
+    assert [r for r, _, _ in job_blocks(run.stdout)] == ["train_scratch"]   # nothing upstream reran
     rec = json.loads((root / "scratch" / rel / "metrics.json").read_text())
     assert set(METRICS_KEYS) <= set(rec)
     assert (rec["stage"], rec["method"], rec["granularity"], rec["regime"], rec["ratio_requested"]) == \

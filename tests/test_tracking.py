@@ -14,16 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import (  # shared workflow helpers and runs (see the top of test_faults.py)
-    EXP,  # noqa: F401
-    REPO,
-    free_port,
-    make_workdir,
-    run_snakemake,
-    tiny_live_server,
-    tiny_reference,
-    workflow_env,
-)
+from conftest import EXP, REPO, free_port, make_workdir, run_snakemake, workflow_env
 
 UNSYNCED = ".mlflow_unsynced"
 WILDCARDS = ("arch", "regime", "seed", "method", "granularity", "ratio")
@@ -169,6 +160,7 @@ sys.exit(1 if any(codes) else 0)
 """
 
 
+@pytest.mark.e2e
 def test_sqlite_database_created_once_and_16_concurrent_jobs_lose_no_run(tmp_path):
     """The workflow's onstart creates results/mlflow.db and the experiment (live mode) before any job; then 16
     job processes (prunelab.jobs.Job, as every rule script uses it; forked from one parent so that the test pays

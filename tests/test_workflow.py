@@ -1,4 +1,4 @@
-"""End to end: the whole DAG on the tiny config in a temporary folder, then the caching contract."""
+"""End to end: the whole DAG on the tiny config (the session's one tiny run), then the caching contract."""
 import csv
 import json
 import math
@@ -12,28 +12,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY, make_workdir, snakemake
+from conftest import copy_run, planned_jobs, snakemake
 from prunelab.records import METRICS_KEYS
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """Run the tiny experiment once; tests below inspect it (and copies of it)."""
-    wd = make_workdir(tmp_path_factory.mktemp("e2e") / "wd")
-    shutil.copy(TINY, wd / "tiny.yaml")
-    proc = snakemake(wd, "--configfile", "tiny.yaml", "--cores", "2")
-    return wd, proc.stdout
+def tiny_run(tiny_reference):
+    """The session's tiny run (conftest.tiny_reference) and its Snakemake output; tests read it, plan in it, or
+    change a copy of it."""
+    return tiny_reference, (tiny_reference / "snakemake.out").read_text()
 
 
 def jobs_planned(wd, *extra):
     """{rule: count} of a dry run."""
-    out = snakemake(wd, "--configfile", "tiny.yaml", "--cores", "2", "-n", *extra).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out[out.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) not in ("total", "all")}
+    return planned_jobs(snakemake(wd, "--configfile", "tiny.yaml", "--cores", "2", "-n", *extra).stdout)
 
 
 def test_results_table_has_a_row_per_model(tiny_run):
@@ -224,8 +218,8 @@ def test_finetune_settings_rerun_only_pruning_jobs(tiny_run):
     assert planned == {"prune_finetune": 8, "report": 1, "track": 1}
 
 
-def test_report_regenerates_alone(tiny_run):
-    wd, _ = tiny_run
+def test_report_regenerates_alone(tiny_run, tmp_path):
+    wd = copy_run(tiny_run[0], tmp_path / "wd")
     report = wd / "results" / "tiny" / "report"
     backup = wd / "report.bak"
     shutil.copytree(report, backup)

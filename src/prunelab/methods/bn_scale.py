@@ -6,7 +6,7 @@ sparsity-regularised training is not part of this method). The BatchNorm of a la
 registered after it, if it is a BatchNorm1d/2d with as many features as the layer has output units (true of
 every zoo model and torchvision's conv → bn blocks). A layer without one (other than the classifier, which
 structured pruning never removes units from, and which gets no structured score) makes the method refuse the
-model. Equals Torch-Pruning's BNScaleImportance on the layer's own BN (tests/test_methods_new.py).
+model. Equals Torch-Pruning's BNScaleImportance on the layer's own BN (tests/test_weight_criteria.py).
 """
 
 from __future__ import annotations

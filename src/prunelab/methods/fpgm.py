@@ -6,7 +6,7 @@ iteration): filters near the GM are the ones the others can represent, pruned fi
 paper states it (Eq. 3–6). center: sum is the paper's relaxation that its code and Torch-Pruning run, the
 summed distance to all other filters Σ_v ‖F_u − F_v‖₂. Torch-Pruning's FPGMImportance measures distances
 between |F|^p (elementwise magnitudes, p = 2 by default), not between the filters; PruneLab follows the paper
-(signed weights), and equals Torch-Pruning (p = 1) where the weights are non-negative (tests/test_methods_new.py).
+(signed weights), and equals Torch-Pruning (p = 1) where the weights are non-negative (tests/test_weight_criteria.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ structured: Σ of s over the unit's incoming weights (Conv2d filter / Linear row
 HessianImportance scores a unit by Σ F w² over the same weights (no ½: the same ranking) and, in a group,
 averages it with the coupled layers' terms (BN, next layer's inputs); PruneLab scores the unit's own weights.
 (Torch-Pruning 1.6.0's HessianImportance.accumulate_grad keeps only the last sample's g², so the comparison in
-tests/test_methods_new.py fills its accumulator with per-sample sums.)
+tests/test_calibration_criteria.py fills its accumulator with per-sample sums.)
 """
 
 from __future__ import annotations
