@@ -51,7 +51,7 @@ DETERMINISTIC_KEYS = (
     "speedup_theoretical", "top1_val", "top1_test", "top5_test", "loss_test", "top1_test_before_finetune",
     "epochs", "config_hash",
 )
-TIMING_WORDS = ("wall", "latency", "time_s", "seconds")   # measured, machine-dependent entries in checkpoints
+TIMING_WORDS = ("wall", "latency", "time_s", "time_ms", "seconds")   # measured, machine-dependent entries in checkpoints
 RESULT_ROW_KEY = ("arch", "regime", "seed", "method", "granularity", "stage", "ratio_requested")
 PLAN_ONLY = {"-n", "--dry-run", "--dryrun", "--summary", "-S", "--detailed-summary", "-D"}
 RUNNING: set[subprocess.Popen] = set()   # started Snakemake runs and servers: stopped at the session's end

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_run, planned_jobs, snakemake
+from conftest import TINY, copy_run, make_workdir, planned_jobs, snakemake
 from prunelab.records import METRICS_KEYS
 
 pytestmark = pytest.mark.e2e
