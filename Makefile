@@ -56,7 +56,7 @@ rerun: venv
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run
 
-test: venv unit lint
+test: venv lint unit
 
 # What the suite needs from the system (Fashion-MNIST, a C++ compiler, Python headers): installed with apt-get as
 # root, else one line with the command that installs it, before the suite starts.

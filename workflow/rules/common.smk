@@ -76,7 +76,11 @@ pin_kernels(config["portable_numerics"])
 # The imports below load torch: after pin_kernels.
 from prunelab.checks import models as model_checks  # noqa: E402
 from prunelab.checks import check_config, ConfigError, dry_run_notes  # noqa: E402
-from prunelab.methods import get_method, required_statistics, unused_options  # noqa: E402
+from prunelab.methods import (  # noqa: E402
+    get_method,
+    required_statistics,
+    unused_options,
+)
 from prunelab.methods.variants import (  # noqa: E402
     distinct_variants,
     expand_methods,
@@ -84,7 +88,11 @@ from prunelab.methods.variants import (  # noqa: E402
     select_variants,
 )
 from prunelab.models import cpu_fallback_note  # noqa: E402
-from prunelab.settings import method_defaults, publish_runtime, recipe as settings_recipe  # noqa: E402
+from prunelab.settings import (  # noqa: E402
+    method_defaults,
+    publish_runtime,
+    recipe as settings_recipe,
+)
 
 # A dry run plans without data files or a GPU: what a real run would stop on is said, not raised.
 DRY_RUN = workflow.output_settings.dryrun
