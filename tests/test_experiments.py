@@ -97,14 +97,14 @@ def readme_job_counts() -> dict[str, int]:
 
 
 # Counted by hand from config/experiments/fashion_mnist.yaml. FNN, 5 seeds: 12 unstructured-capable variants
-# (random, magnitude, taylor, screening 2 lambdas x 2 allocations, contribution 2 kappas, lamp, obd, wanda) x 5
+# (random, magnitude, taylor, screening 2 lambdas x 2 allocations, contribution 2 kappas, lamp, obd, wanda) x 4
 # ratios + 9 structured ones (allocation and kappa do not change structured scores: screening 2, contribution 1;
 # frs, fpgm; no bn_scale, hrank: no BatchNorm, no conv) x 4. pat: 2 betas x 5 seeds x (magnitude, contribution-kappa0)
-# x (5 + 4). LeNet-5, 3 seeds: 8 unstructured x 1 + 10 structured x 3. Scores: FNN 14 variants, pat 2, LeNet-5 12.
+# x (4 + 4). LeNet-5, 3 seeds: 8 unstructured x 1 + 10 structured x 3. Scores: FNN 14 variants, pat 2, LeNet-5 12.
 # Scratch: magnitude at 0.5 on the standard baselines; gradual: LeNet-5, 3 seeds.
 FASHION_JOBS = {"prepare_data": 1, "train_baseline": 5 + 10 + 3, "collect_stats": 5 + 10 + 3,
                 "score": 5 * 14 + 10 * 2 + 3 * 12,
-                "prune_finetune": 5 * (12 * 5 + 9 * 4) + 10 * 2 * (5 + 4) + 3 * (8 * 1 + 10 * 3),
+                "prune_finetune": 5 * (12 * 4 + 9 * 4) + 10 * 2 * (4 + 4) + 3 * (8 * 1 + 10 * 3),
                 "train_gradual": 3, "train_scratch": 5 + 3}
 
 
