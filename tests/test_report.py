@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
+from stat_references import holm_by_definition as _holm
 from prunelab.report import build_report
 from prunelab.report.__main__ import main as cli
 from prunelab.report.collect import COLUMNS
@@ -156,15 +157,6 @@ def test_results_csv_is_every_file(built):
     assert got == want
     row = res[(res["stage"] == "pruned") & (res["method"] == "taylor")].iloc[0]
     assert json.loads(row["layer_kept"])["conv1"] == pytest.approx(1 - row["ratio_requested"] * 0.5)
-
-
-def _holm(p):
-    """Holm (1979) adjusted p-values by the definition: p_(i) -> max_{j<=i} min(1, (m-j+1) p_(j))."""
-    order = sorted(range(len(p)), key=lambda i: p[i])
-    out = [0.0] * len(p)
-    for pos, i in enumerate(order):
-        out[i] = max(min(1.0, (len(p) - j) * p[order[j]]) for j in range(pos + 1))
-    return out
 
 
 def _ci(x):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from stat_references import holm_by_definition as _holm
 from prunelab.records import empty_record
 from prunelab.report import build_from_frame
 from prunelab.report.collect import records_frame
@@ -116,15 +117,6 @@ def _per_seed(recs, regime, gran, r, b, m) -> np.ndarray:
     return np.array([x["top1_test"] for x in recs if x["stage"] == "finetuned" and x["regime"] == regime
                      and x["granularity"] == gran and x["ratio_requested"] == r and x["budget_steps"] == b
                      and x["method"] == m])
-
-
-def _holm(p):
-    """Holm (1979) by its definition: adjusted p_(i) = max_{j<=i} min(1, (m-j+1) p_(j))."""
-    order = sorted(range(len(p)), key=lambda i: p[i])
-    out = [0.0] * len(p)
-    for pos, i in enumerate(order):
-        out[i] = max(min(1.0, (len(p) - j) * p[order[j]]) for j in range(pos + 1))
-    return out
 
 
 def test_identical_rows_are_marked_not_tested(built):
