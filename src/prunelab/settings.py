@@ -150,6 +150,10 @@ class TrainSettings(_Settings):
         images = n_train if self.steps_per_epoch is None else min(n_train, self.steps_per_epoch * self.batch_size)
         return -(-images // self.batch_size)
 
+    def run_steps(self, n_train: int) -> int:
+        """Optimiser steps of the whole recipe: epochs × `epoch_steps`."""
+        return self.epochs * self.epoch_steps(n_train)
+
 
 @dataclass(frozen=True)
 class FinetuneSettings(TrainSettings):
@@ -162,8 +166,7 @@ class FinetuneSettings(TrainSettings):
         """{budget in steps: the epoch it ends after} for every budget (the whole run when budgets is None).
         ValueError naming finetune.budgets when a budget is not a whole number of epochs or the largest is not the
         run."""
-        per_epoch = self.epoch_steps(n_train)
-        total = self.epochs * per_epoch
+        per_epoch, total = self.epoch_steps(n_train), self.run_steps(n_train)
         budgets = sorted(self.budgets or [total])
         bad = [b for b in budgets if b % per_epoch]
         if bad or budgets[-1] != total:

@@ -51,7 +51,7 @@ def train_scratch_job(smk) -> None:
     pruned = load_torch(smk.input.pruned, what="pruned model checkpoint")  # only its architecture is used
     dense, _, dense_ckpt = load_model(smk.input.dense, device)
     n_train = len(data["train"]["y"])
-    baseline_steps = dense_ckpt.get("steps_total", p.train.epochs * p.train.epoch_steps(n_train))
+    baseline_steps = dense_ckpt.get("steps_total", p.train.run_steps(n_train))
     steps = scratch_steps(p.scratch_budget, baseline_steps, p.finetune, n_train)
     arch = pruned["arch"]
     model, result = train_scratch(arch, data, p.train, steps, int(wc.seed), device, p.regularizer,

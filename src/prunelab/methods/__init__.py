@@ -206,5 +206,5 @@ def score_model(model: nn.Module, stats: dict | None, method: str, cfg: dict | N
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "variants"):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names", "register_method",
-           "required_statistics", "score_model", "unused_options", "variant_options"]
+__all__ = ["METHODS", "GRANULARITIES", "MethodSpec", "get_method", "inapplicable_reason", "method_names",
+           "register_method", "required_statistics", "score_model", "unused_options", "variant_options"]

@@ -193,5 +193,6 @@ from . import cnn, lenet, mlp, resnet, vgg  # noqa: E402,F401
 
 __all__ = [
     "MODELS", "Add", "ShortcutA", "architecture", "architecture_for", "build_model", "classifier_name", "init_weights",
-    "model_names", "cpu_fallback_note", "cuda_problem", "pick_device", "place", "prunable_layers", "register_model", "apply_shapes", "record_shapes",
+    "model_names", "cpu_fallback_note", "cuda_problem", "pick_device", "place", "prunable_layers", "register_model",
+    "apply_shapes", "record_shapes",
 ]

@@ -82,7 +82,7 @@ def scratch_steps(budget: str, baseline_steps: int, finetune_cfg: FinetuneSettin
     if budget == "baseline_epochs":
         return int(baseline_steps)
     finetune_cfg = FinetuneSettings.of(finetune_cfg)
-    return int(baseline_steps) + finetune_cfg.epochs * finetune_cfg.epoch_steps(n_train)
+    return int(baseline_steps) + finetune_cfg.run_steps(n_train)
 
 
 def pruning_epochs(interval: int, stop_epoch: int, epochs: int) -> list[int]:

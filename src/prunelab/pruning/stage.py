@@ -55,9 +55,9 @@ def prune_model(dense: nn.Module, arch: dict, scores: dict, granularity: str, ra
     equivalence check against the masked dense model (new arch returned). Iterative: `rescore(model) -> scores`
     re-scores the current model before each later round (optional for unstructured, where it falls back to
     the first scores; required for structured with > 1 round, as the pruned model changes shape; `rescorer`
-    builds one), with `finetune` epochs // k between rounds (their optimiser steps: info["train_steps"]). Ratios are always fractions of the DENSE model's
-    prunable weights (unstructured) or of its prunable units, params or MACs (structured, prune.target);
-    structured widths are rounded up to multiples of prune.round_to.
+    builds one), with `finetune` epochs // k between rounds (their optimiser steps: info["train_steps"]). Ratios
+    are always fractions of the DENSE model's prunable weights (unstructured) or of its prunable units, params or
+    MACs (structured, prune.target); structured widths are rounded up to multiples of prune.round_to.
     data: a prepared dataset (prunelab.data), for the calibration batch that traces a structured model and for the
     fine-tuning between iterative rounds; `example_input` (a batch (N, *in_shape)) replaces the calibration batch.
     resume_for(k) -> a ResumeState for the fine-tuning after round k (prunelab.training.resume), or None.
